@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Settings every Swift target shares: Swift 6 language mode is the package default.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "flows-fcgi",
+    products: [
+        .executable(name: "flows-fcgi", targets: ["flows-fcgi"]),
+        .library(name: "FlowCore", targets: ["FlowCore"]),
+    ],
+    targets: [
+        .systemLibrary(name: "CFlowsFastCGI", providers: [.apt(["libfcgi-dev"])]),
+        .systemLibrary(name: "CFlowsOpenSSL", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CFlowsSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .target(
+            name: "FlowCore",
+            dependencies: ["CFlowsOpenSSL", "CFlowsSQLite"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "flows-fcgi",
+            dependencies: ["FlowCore", "CFlowsFastCGI"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FlowCoreTests",
+            dependencies: ["FlowCore"],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,142 @@
+/// The endpoint's validated configuration: keys parsed, secrets decoded, limits checked. Built once per process.
+public struct Configuration: Sendable {
+    /// Settings the core reads (flows add their own through `FlowFactory.settingNames`).
+    public static let coreSettingNames: [String] = [
+        "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
+        "DATABASE_URL", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK", "DATABASE_BUSY_TIMEOUT_MS",
+    ]
+
+    /// Every setting name known to the core and the registered flows.
+    public static var allSettingNames: Set<String> {
+        Set(coreSettingNames + FlowRegistry.all.flatMap(\.settingNames))
+    }
+
+    /// App secrets accepted for `X-Hub-Signature-256`, current first (empty only when the check is off).
+    public let appSecrets: [[UInt8]]
+    /// False only when the operator turned signature checking off for development.
+    public let signatureCheck: Bool
+    /// Private keys, newest first; each request is tried against each.
+    public let keys: [PrivateKey]
+    /// SQLite file from `DATABASE_URL=sqlite:/path`, if configured.
+    public let databasePath: String?
+    /// How long a statement waits for another process's lock.
+    public let busyTimeoutMilliseconds: Int32
+    /// Least severe level logged.
+    public let logLevel: LogLevel
+    /// Log file, or `nil` for standard error.
+    public let logFile: String?
+    /// Request bodies above this many bytes get 413.
+    public let maxBodyBytes: Int
+    /// The flows, by name.
+    public let flows: [String: any Flow]
+    /// Things worth telling the operator that do not stop startup (unknown setting names).
+    public let warnings: [String]
+
+    /// Validates `settings`: loads every key, decodes secrets, checks limits, builds the flows.
+    /// - Throws: `ConfigError` naming the setting or file and the reason (never key material or secrets).
+    public init(settings: Settings) throws(ConfigError) {
+        var warnings: [String] = []
+        let known = Configuration.allSettingNames
+        for key in settings.fileKeys where !known.contains(key) {
+            warnings.append("\(settings.file ?? "config file"): unknown setting \(key) (ignored)")
+        }
+
+        signatureCheck = try settings.flag("SIGNATURE_CHECK", default: true)
+        appSecrets = [settings["APP_SECRET"], settings["APP_SECRET_PREVIOUS"]].compactMap { $0 }.map { Array($0.utf8) }
+        if settings["APP_SECRET"] == nil, settings["APP_SECRET_PREVIOUS"] != nil {
+            throw ConfigError("APP_SECRET_PREVIOUS is set but APP_SECRET is not: set the current secret too")
+        }
+        if signatureCheck, appSecrets.isEmpty {
+            throw ConfigError("APP_SECRET is not set: requests cannot be authenticated. Set APP_SECRET to the Meta "
+                + "app secret (or SIGNATURE_CHECK=off for local development only)")
+        }
+
+        if settings["PASSPHRASE"] != nil, settings["PASSPHRASE_FILE"] != nil {
+            throw ConfigError("PASSPHRASE and PASSPHRASE_FILE are both set: use one")
+        }
+        var passphrase = settings["PASSPHRASE"]
+        if let file = settings["PASSPHRASE_FILE"] {
+            var text = try readTextFile(file, what: "PASSPHRASE_FILE")
+            while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+            passphrase = text
+        }
+
+        var keys: [PrivateKey] = []
+        let files = (settings["PRIVATE_KEY_FILE"] ?? "").split(separator: ",").map { String($0).trimmingSpaces() }
+            .filter { !$0.isEmpty }
+        do {
+            for file in files {
+                let pem = try readFile(file, what: "PRIVATE_KEY_FILE")
+                keys.append(try PrivateKey.load(pem: pem, passphrase: passphrase, file: file))
+            }
+            if var inline = settings["PRIVATE_KEY"] {
+                // `.env` files often carry the PEM on one line with literal \n.
+                if !inline.contains("\n") { inline = inline.replacingEscapes() }
+                keys.append(try PrivateKey.load(pem: Array(inline.utf8), passphrase: passphrase, file: nil))
+            }
+        } catch let error as KeyError {
+            throw ConfigError(error.description)
+        } catch {
+            throw error as! ConfigError
+        }
+        guard !keys.isEmpty else {
+            throw ConfigError("no private key: set PRIVATE_KEY_FILE=/path/private.pem (or PRIVATE_KEY)")
+        }
+        self.keys = keys
+
+        if let url = settings["DATABASE_URL"] {
+            guard url.hasPrefix("sqlite:") else {
+                throw ConfigError("DATABASE_URL=\(url): only sqlite:/path/to/flows.db is supported")
+            }
+            var path = String(url.dropFirst("sqlite:".count))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            guard path.hasPrefix("/") else {
+                throw ConfigError("DATABASE_URL=\(url): give an absolute path, e.g. sqlite:/var/lib/flows-fcgi/flows.db")
+            }
+            databasePath = path
+        } else {
+            databasePath = nil
+        }
+        busyTimeoutMilliseconds = Int32(try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000))
+
+        if let level = settings["LOG_LEVEL"] {
+            guard let parsed = LogLevel(name: level) else {
+                throw ConfigError("LOG_LEVEL=\(level): expected debug, info, warning or error")
+            }
+            logLevel = parsed
+        } else {
+            logLevel = .info
+        }
+        logFile = settings["LOG_FILE"]
+        maxBodyBytes = try settings.integer("MAX_BODY_BYTES", default: 1 << 20, range: 1024...(64 << 20))
+
+        var flows: [String: any Flow] = [:]
+        for factory in FlowRegistry.all {
+            flows[factory.name] = try factory.make(settings)
+        }
+        self.flows = flows
+        self.warnings = warnings
+    }
+
+    /// The migrations of every flow, in registration order.
+    public var migrations: [Migration] {
+        FlowRegistry.all.compactMap { flows[$0.name] }.flatMap(\.migrations)
+    }
+}
+
+/// How a flow is built from the settings.
+public struct FlowFactory: Sendable {
+    /// The path name, e.g. `expense`.
+    public let name: String
+    /// The settings this flow reads (so they are not reported as unknown).
+    public let settingNames: [String]
+    /// Builds the flow, validating its settings.
+    public let make: @Sendable (Settings) throws(ConfigError) -> any Flow
+
+    /// A factory for the flow at `.../flows/<name>`.
+    public init(name: String, settingNames: [String], make: @escaping @Sendable (Settings) throws(ConfigError) -> any Flow) {
+        self.name = name
+        self.settingNames = settingNames
+        self.make = make
+    }
+}

@@ -1,0 +1,226 @@
+import CFlowsOpenSSL
+
+/// Why a request could not be decrypted. Every case is answered with HTTP 421.
+public enum DecryptionFailure: Error, Sendable, Equatable {
+    /// RSA-OAEP unwrapping failed under every configured key.
+    case keyUnwrapFailed
+    /// The unwrapped AES key is not 16, 24 or 32 bytes.
+    case badKeyLength(Int)
+    /// The IV is not 16 bytes.
+    case badIVLength(Int)
+    /// A base64 field inside the envelope is not valid base64.
+    case badBase64(field: String)
+    /// The ciphertext is shorter than the GCM tag.
+    case ciphertextTooShort
+    /// The GCM tag did not verify.
+    case tagMismatch
+    /// The clear text is not a UTF-8 JSON object.
+    case notJSONObject(String)
+}
+
+extension PrivateKey {
+    /// RSA-OAEP decryption with SHA-256 as OAEP and MGF1 hash and an empty label.
+    /// `nil` when it fails (wrong key, damaged ciphertext).
+    public func oaepDecrypt(_ ciphertext: [UInt8]) -> [UInt8]? {
+        guard let ctx = EVP_PKEY_CTX_new(pkey, nil) else { return nil }
+        defer { EVP_PKEY_CTX_free(ctx) }
+        guard EVP_PKEY_decrypt_init(ctx) == 1, setOAEP(ctx) else {
+            clearOpenSSLErrors()
+            return nil
+        }
+        var out = [UInt8](repeating: 0, count: Int(EVP_PKEY_get_size(pkey)))
+        var outLength = out.count
+        let ok = EVP_PKEY_decrypt(ctx, &out, &outLength, ciphertext, ciphertext.count)
+        guard ok == 1 else {
+            clearOpenSSLErrors()
+            return nil
+        }
+        out.removeSubrange(outLength...)
+        return out
+    }
+
+    /// RSA-OAEP encryption with the public half (SHA-256 OAEP and MGF1), as WhatsApp clients do.
+    public func oaepEncrypt(_ plaintext: [UInt8]) -> [UInt8]? {
+        guard let ctx = EVP_PKEY_CTX_new(pkey, nil) else { return nil }
+        defer { EVP_PKEY_CTX_free(ctx) }
+        guard EVP_PKEY_encrypt_init(ctx) == 1, setOAEP(ctx) else {
+            clearOpenSSLErrors()
+            return nil
+        }
+        var out = [UInt8](repeating: 0, count: Int(EVP_PKEY_get_size(pkey)))
+        var outLength = out.count
+        guard EVP_PKEY_encrypt(ctx, &out, &outLength, plaintext, plaintext.count) == 1 else {
+            clearOpenSSLErrors()
+            return nil
+        }
+        out.removeSubrange(outLength...)
+        return out
+    }
+
+    private func setOAEP(_ ctx: OpaquePointer) -> Bool {
+        EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) == 1
+            && EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) == 1
+            && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) == 1
+    }
+}
+
+/// AES-GCM with a 16-byte IV and the 16-byte tag appended to the ciphertext, no AAD (the Flows scheme).
+public enum AESGCM {
+    /// Length of the authentication tag appended to the ciphertext.
+    public static let tagLength = 16
+
+    private static func cipher(forKeyLength length: Int) -> OpaquePointer? {
+        switch length {
+        case 16: return EVP_aes_128_gcm()
+        case 24: return EVP_aes_192_gcm()
+        case 32: return EVP_aes_256_gcm()
+        default: return nil
+        }
+    }
+
+    /// Decrypts `ciphertext || tag`.
+    public static func open(_ sealed: [UInt8], key: [UInt8], iv: [UInt8]) throws(DecryptionFailure) -> [UInt8] {
+        guard let cipher = cipher(forKeyLength: key.count) else { throw .badKeyLength(key.count) }
+        guard iv.count == 16 else { throw .badIVLength(iv.count) }
+        guard sealed.count >= tagLength else { throw .ciphertextTooShort }
+        guard let ctx = EVP_CIPHER_CTX_new() else { throw .tagMismatch }
+        defer { EVP_CIPHER_CTX_free(ctx) }
+        let bodyLength = sealed.count - tagLength
+        var tag = Array(sealed[bodyLength...])
+        var out = [UInt8](repeating: 0, count: bodyLength + 16)
+        var outLength: Int32 = 0
+        var finalLength: Int32 = 0
+        let ok = EVP_DecryptInit_ex(ctx, cipher, nil, nil, nil) == 1
+            && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, Int32(iv.count), nil) == 1
+            && EVP_DecryptInit_ex(ctx, nil, nil, key, iv) == 1
+            && sealed.withUnsafeBufferPointer { EVP_DecryptUpdate(ctx, &out, &outLength, $0.baseAddress, Int32(bodyLength)) } == 1
+            && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, Int32(tagLength), &tag) == 1
+            && out.withUnsafeMutableBufferPointer {
+                EVP_DecryptFinal_ex(ctx, $0.baseAddress! + Int(outLength), &finalLength)
+            } == 1
+        guard ok else {
+            clearOpenSSLErrors()
+            throw .tagMismatch
+        }
+        out.removeSubrange(Int(outLength + finalLength)...)
+        return out
+    }
+
+    /// Encrypts and returns `ciphertext || tag`.
+    public static func seal(_ plaintext: [UInt8], key: [UInt8], iv: [UInt8]) throws(DecryptionFailure) -> [UInt8] {
+        guard let cipher = cipher(forKeyLength: key.count) else { throw .badKeyLength(key.count) }
+        guard iv.count == 16 else { throw .badIVLength(iv.count) }
+        guard let ctx = EVP_CIPHER_CTX_new() else { throw .tagMismatch }
+        defer { EVP_CIPHER_CTX_free(ctx) }
+        var out = [UInt8](repeating: 0, count: plaintext.count + 16 + tagLength)
+        var outLength: Int32 = 0
+        var finalLength: Int32 = 0
+        let ok = EVP_EncryptInit_ex(ctx, cipher, nil, nil, nil) == 1
+            && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, Int32(iv.count), nil) == 1
+            && EVP_EncryptInit_ex(ctx, nil, nil, key, iv) == 1
+            && EVP_EncryptUpdate(ctx, &out, &outLength, plaintext, Int32(plaintext.count)) == 1
+            && out.withUnsafeMutableBufferPointer {
+                EVP_EncryptFinal_ex(ctx, $0.baseAddress! + Int(outLength), &finalLength)
+            } == 1
+        guard ok else {
+            clearOpenSSLErrors()
+            throw .tagMismatch
+        }
+        let bodyLength = Int(outLength + finalLength)
+        let tagOK = out.withUnsafeMutableBufferPointer {
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, Int32(tagLength), $0.baseAddress! + bodyLength)
+        }
+        guard tagOK == 1 else {
+            clearOpenSSLErrors()
+            throw .tagMismatch
+        }
+        out.removeSubrange((bodyLength + tagLength)...)
+        return out
+    }
+}
+
+/// SHA-256 and HMAC-SHA256.
+public enum Digest {
+    /// SHA-256 of `bytes`.
+    public static func sha256(_ bytes: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        _ = EVP_Digest(bytes.baseAddress, bytes.count, &out, &length, EVP_sha256(), nil)
+        return out
+    }
+
+    /// SHA-256 of `bytes`.
+    public static func sha256(_ bytes: [UInt8]) -> [UInt8] {
+        bytes.withUnsafeBufferPointer { sha256($0) }
+    }
+
+    /// HMAC-SHA256 of `message` under `key`.
+    public static func hmacSHA256(key: [UInt8], message: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        _ = key.withUnsafeBufferPointer { k in
+            HMAC(EVP_sha256(), k.baseAddress, Int32(k.count), message.baseAddress, message.count, &out, &length)
+        }
+        return out
+    }
+
+    /// HMAC-SHA256 of `message` under `key`.
+    public static func hmacSHA256(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        message.withUnsafeBufferPointer { hmacSHA256(key: key, message: $0) }
+    }
+
+    /// Compares two byte strings in time that depends only on their lengths.
+    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var diff: UInt8 = 0
+        for i in 0..<a.count { diff |= a[i] ^ b[i] }
+        return diff == 0
+    }
+
+    /// Cryptographically random bytes.
+    public static func randomBytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        precondition(RAND_bytes(&out, Int32(count)) == 1, "RAND_bytes failed")
+        return out
+    }
+}
+
+/// Lowercase hexadecimal.
+public enum Hex {
+    private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// Bytes as lowercase hex.
+    public static func encode(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Hex (either case) to bytes; `nil` when not an even number of hex digits.
+    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(chars.count / 2)
+        var i = 0
+        while i < chars.count {
+            guard let hi = nibble(chars[i]), let lo = nibble(chars[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}

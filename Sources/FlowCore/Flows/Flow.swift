@@ -1,0 +1,91 @@
+/// What WhatsApp asks a flow to do.
+public enum FlowAction: String, Sendable {
+    /// The user opened the Flow: answer the first screen.
+    case initial = "INIT"
+    /// A screen submitted data.
+    case dataExchange = "data_exchange"
+    /// The user went back to a screen with `refresh_on_back`.
+    case back = "BACK"
+}
+
+/// A decrypted request for a flow (ping and error notifications never reach flows).
+public struct FlowRequest: Sendable {
+    /// `"3.0"` or `"4.0"`.
+    public let version: String
+    /// INIT, data_exchange or BACK.
+    public let action: FlowAction
+    /// The screen the request came from (empty for INIT).
+    public let screen: String
+    /// The screen's data (empty when absent).
+    public let data: [String: JSONValue]
+    /// The session key the business chose when it sent the Flow.
+    public let flowToken: String
+
+    /// A request as WhatsApp sends it, decrypted.
+    public init(version: String, action: FlowAction, screen: String, data: [String: JSONValue], flowToken: String) {
+        self.version = version
+        self.action = action
+        self.screen = screen
+        self.data = data
+        self.flowToken = flowToken
+    }
+}
+
+/// A flow's answer.
+public enum FlowAnswer: Sendable, Equatable {
+    /// Show `screen` with `data` (the data must match what the screen declares in the Flow JSON).
+    case screen(String, data: [String: JSONValue])
+    /// The flow token is no longer valid (completed or expired): HTTP 427 with an encrypted `error_msg`.
+    case tokenNoLongerValid(message: String)
+
+    /// The reserved completion screen, carrying `params` back to the business in the `nfm_reply` webhook.
+    public static func success(params: [String: JSONValue]) -> FlowAnswer {
+        .screen("SUCCESS", data: ["extension_message_response": .object(["params": .object(params)])])
+    }
+}
+
+/// What a flow may use while answering: the calling thread's database connection and the clock.
+public struct FlowContext {
+    /// This worker thread's connection; `nil` when no `DATABASE_URL` is configured.
+    public let database: Database?
+    /// The current time in seconds since the epoch (a parameter so tests can move it).
+    public let now: Int64
+    /// Where the flow can log (no personal data).
+    public let log: Logger
+
+    /// A context for one request.
+    public init(database: Database?, now: Int64, log: Logger) {
+        self.database = database
+        self.now = now
+        self.log = log
+    }
+}
+
+/// Screen logic for one flow, served at `.../flows/<name>`. A new flow is one folder under `Flows/` with a
+/// type conforming to this protocol, registered in `Flows.all`, and its Flow JSON under `flows/`.
+public protocol Flow: Sendable {
+    /// The last path component the flow is served at, e.g. `expense`.
+    var name: String { get }
+    /// The tables this flow needs; applied when a worker opens its database.
+    var migrations: [Migration] { get }
+    /// Answers one request. Throwing `DatabaseError` gives 503 when storage is unavailable; anything else 500.
+    func handle(_ request: FlowRequest, context: FlowContext) throws -> FlowAnswer
+}
+
+/// Raised by a flow that needs a database when none is configured.
+public struct StorageNotConfigured: Error, Sendable, CustomStringConvertible {
+    /// The flow that needed it.
+    public let flow: String
+    /// Creates the error for `flow`.
+    public init(flow: String) { self.flow = flow }
+    /// Plain words for the log.
+    public var description: String { "flow '\(flow)' needs a database: set DATABASE_URL=sqlite:/path/flows.db" }
+}
+
+extension FlowContext {
+    /// The database, or `StorageNotConfigured` for `flow`.
+    public func requireDatabase(for flow: String) throws -> Database {
+        guard let database else { throw StorageNotConfigured(flow: flow) }
+        return database
+    }
+}

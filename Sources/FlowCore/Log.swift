@@ -1,0 +1,155 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Log severity, lowest first.
+public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
+    /// Details for debugging.
+    case debug
+    /// Normal events (startup, one line per request).
+    case info
+    /// Something an operator should look at.
+    case warning
+    /// A failure.
+    case error
+
+    /// The name used in configuration and log lines.
+    public var name: String {
+        switch self {
+        case .debug: return "debug"
+        case .info: return "info"
+        case .warning: return "warning"
+        case .error: return "error"
+        }
+    }
+
+    /// Parses `debug`, `info`, `warning` (or `warn`), `error`.
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "debug": self = .debug
+        case "info": self = .info
+        case "warning", "warn": self = .warning
+        case "error": self = .error
+        default: return nil
+        }
+    }
+
+    /// Orders by severity.
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// Where log lines go: a file descriptor written with one `write(2)` per line (atomic for lines under
+/// PIPE_BUF on pipes, and with O_APPEND on files, so several processes can share one log file).
+public final class LogSink: Sendable {
+    private let fd: Int32
+    private let owned: Bool
+
+    /// Standard error.
+    public static let standardError = LogSink(fd: 2, owned: false)
+
+    /// A sink that drops everything (tests).
+    public static let discard = LogSink(fd: -1, owned: false)
+
+    init(fd: Int32, owned: Bool) {
+        self.fd = fd
+        self.owned = owned
+    }
+
+    /// Opens `path` for appending (created 0640 if missing).
+    public static func file(_ path: String) throws(ConfigError) -> LogSink {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else {
+            throw ConfigError("LOG_FILE \(path): cannot open for appending: \(String(cString: strerror(errno)))")
+        }
+        return LogSink(fd: fd, owned: true)
+    }
+
+    deinit { if owned { close(fd) } }
+
+    func write(_ line: String) {
+        guard fd >= 0 else { return }
+        var bytes = Array(line.utf8)
+        bytes.append(0x0A)
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0, errno == EINTR { continue }
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+}
+
+/// A small structured logger: `time level message key=value...`. Never give it secrets or personal data.
+public struct Logger: Sendable {
+    /// The lowest level written.
+    public let level: LogLevel
+    private let sink: LogSink
+
+    /// A logger writing lines at `level` and above to `sink`.
+    public init(level: LogLevel, sink: LogSink) {
+        self.level = level
+        self.sink = sink
+    }
+
+    /// A logger that writes nothing.
+    public static let discard = Logger(level: .error, sink: .discard)
+
+    /// Writes `message` with `fields` at `level`, if enabled.
+    public func log(_ level: LogLevel, _ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, String> = [:]) {
+        guard level >= self.level else { return }
+        var line = "\(Logger.timestamp()) \(level.name) \(message())"
+        for (key, value) in fields {
+            line += " \(key)=\(Logger.quoteIfNeeded(value))"
+        }
+        sink.write(line)
+    }
+
+    /// Writes at debug level.
+    public func debug(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, String> = [:]) {
+        log(.debug, message(), fields)
+    }
+    /// Writes at info level.
+    public func info(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, String> = [:]) {
+        log(.info, message(), fields)
+    }
+    /// Writes at warning level.
+    public func warning(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, String> = [:]) {
+        log(.warning, message(), fields)
+    }
+    /// Writes at error level.
+    public func error(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, String> = [:]) {
+        log(.error, message(), fields)
+    }
+
+    private static func quoteIfNeeded(_ value: String) -> String {
+        if !value.isEmpty, !value.utf8.contains(where: { $0 <= 0x20 || $0 == 0x22 || $0 == 0x3D || $0 >= 0x7F }) {
+            return value
+        }
+        var out = "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F { out += "?" } else { out.unicodeScalars.append(scalar) }
+            }
+        }
+        return out + "\""
+    }
+
+    /// UTC time as `2026-11-23T12:04:05Z`.
+    static func timestamp() -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+    }
+}

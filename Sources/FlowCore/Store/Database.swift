@@ -1,0 +1,231 @@
+import CFlowsSQLite
+
+/// A SQLite failure, with the SQLite result code, its message and what was being done.
+public struct DatabaseError: Error, Sendable, CustomStringConvertible {
+    /// The SQLite result code (extended when available).
+    public let code: Int32
+    /// SQLite's message.
+    public let message: String
+    /// What the store was doing, e.g. `opening /var/lib/flows/flows.db`.
+    public let context: String
+
+    /// True when the database could not be used right now (locked beyond the busy timeout, read-only, disk
+    /// full, I/O error, cannot open): the endpoint answers 503 and the process keeps serving.
+    public var isUnavailable: Bool {
+        switch code & 0xFF {
+        case SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN,
+            SQLITE_PERM, SQLITE_PROTOCOL:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// `context: message (SQLite code N)`.
+    public var description: String { "\(context): \(message) (SQLite code \(code))" }
+}
+
+/// A value bound to or read from a statement.
+public enum SQLValue: Sendable, Equatable {
+    /// `NULL`
+    case null
+    /// An integer.
+    case integer(Int64)
+    /// Text.
+    case text(String)
+    /// A real number (avoid for money: use integer minor units).
+    case real(Double)
+
+    /// The integer, when this is one.
+    public var int: Int64? {
+        if case .integer(let v) = self { return v }
+        return nil
+    }
+
+    /// The text, when this is text.
+    public var string: String? {
+        if case .text(let v) = self { return v }
+        return nil
+    }
+}
+
+/// One schema change, applied once per database file and recorded in `schema_migrations`.
+public struct Migration: Sendable {
+    /// A name unique across the whole schema, e.g. `expense-1`.
+    public let id: String
+    /// The SQL to run (several statements allowed).
+    public let sql: String
+
+    /// A migration named `id` running `sql`.
+    public init(id: String, sql: String) {
+        self.id = id
+        self.sql = sql
+    }
+}
+
+/// One SQLite connection, owned by one thread. WAL, `synchronous=NORMAL`, a busy timeout, and every write
+/// transaction `BEGIN IMMEDIATE`.
+///
+/// Statements are cached per connection and finalized on `close()`; call `close()` explicitly before exiting
+/// so the WAL is checkpointed and removed.
+public final class Database {
+    private var handle: OpaquePointer?
+    private var cache: [String: OpaquePointer] = [:]
+    /// The file path.
+    public let path: String
+
+    /// Opens (creating if needed) the database at `path`, switches it to WAL and applies `migrations`.
+    ///
+    /// - Parameters:
+    ///   - path: the database file.
+    ///   - busyTimeoutMilliseconds: how long a statement waits for another process's lock.
+    ///   - migrations: schema changes, applied in order inside one `BEGIN IMMEDIATE` transaction, so several
+    ///     processes opening a new file at once apply each exactly once.
+    public init(path: String, busyTimeoutMilliseconds: Int32 = 5000, migrations: [Migration] = []) throws(DatabaseError) {
+        self.path = path
+        var db: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
+        guard rc == SQLITE_OK, let db else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close_v2(db)
+            throw DatabaseError(code: rc, message: message, context: "opening \(path)")
+        }
+        handle = db
+        sqlite3_extended_result_codes(db, 1)
+        // Busy timeout first: switching to WAL itself needs a lock another process may hold.
+        sqlite3_busy_timeout(db, busyTimeoutMilliseconds)
+        do throws(DatabaseError) {
+            let mode = try query("PRAGMA journal_mode=WAL").first?.first?.string ?? ""
+            guard mode.lowercased() == "wal" else {
+                throw DatabaseError(code: SQLITE_ERROR, message: "journal_mode is \(mode), WAL is required",
+                                    context: "opening \(path)")
+            }
+            try execute("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")
+            try migrate(migrations)
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    /// Finalizes every statement and closes the connection (checkpointing the WAL when this is the last one).
+    public func close() {
+        for (_, statement) in cache { sqlite3_finalize(statement) }
+        cache.removeAll()
+        if let handle { sqlite3_close_v2(handle) }
+        handle = nil
+    }
+
+    private func fail(_ rc: Int32, _ context: String) -> DatabaseError {
+        let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "database is closed"
+        return DatabaseError(code: handle.map { sqlite3_extended_errcode($0) } ?? rc, message: message,
+                             context: "\(context) in \(path)")
+    }
+
+    /// Runs one or more statements without results.
+    public func execute(_ sql: String) throws(DatabaseError) {
+        guard let handle else { throw DatabaseError(code: SQLITE_MISUSE, message: "closed", context: path) }
+        let rc = sqlite3_exec(handle, sql, nil, nil, nil)
+        guard rc == SQLITE_OK else { throw fail(rc, "running \(Database.summary(sql))") }
+    }
+
+    /// Runs one statement with `arguments` bound to `?1...` and returns every row.
+    @discardableResult
+    public func query(_ sql: String, _ arguments: [SQLValue] = []) throws(DatabaseError) -> [[SQLValue]] {
+        let statement = try prepared(sql)
+        defer {
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
+        }
+        for (i, argument) in arguments.enumerated() {
+            let index = Int32(i + 1)
+            let rc: Int32
+            switch argument {
+            case .null: rc = sqlite3_bind_null(statement, index)
+            case .integer(let v): rc = sqlite3_bind_int64(statement, index, v)
+            case .real(let v): rc = sqlite3_bind_double(statement, index, v)
+            case .text(let v): rc = sqlite3_bind_text(statement, index, v, -1, cflows_sqlite_transient())
+            }
+            guard rc == SQLITE_OK else { throw fail(rc, "binding argument \(index) of \(Database.summary(sql))") }
+        }
+        var rows: [[SQLValue]] = []
+        while true {
+            let rc = sqlite3_step(statement)
+            if rc == SQLITE_DONE { break }
+            guard rc == SQLITE_ROW else { throw fail(rc, "running \(Database.summary(sql))") }
+            let count = sqlite3_column_count(statement)
+            var row: [SQLValue] = []
+            row.reserveCapacity(Int(count))
+            for column in 0..<count {
+                switch sqlite3_column_type(statement, column) {
+                case SQLITE_INTEGER: row.append(.integer(sqlite3_column_int64(statement, column)))
+                case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, column)))
+                case SQLITE_NULL: row.append(.null)
+                default:
+                    if let text = sqlite3_column_text(statement, column) {
+                        row.append(.text(String(cString: text)))
+                    } else {
+                        row.append(.null)
+                    }
+                }
+            }
+            rows.append(row)
+        }
+        return rows
+    }
+
+    /// The rowid of the last successful insert on this connection.
+    public var lastInsertRowID: Int64 { handle.map { sqlite3_last_insert_rowid($0) } ?? 0 }
+
+    /// Runs `body` in a `BEGIN IMMEDIATE` transaction: committed when it returns, rolled back when it throws.
+    public func writeTransaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    private func prepared(_ sql: String) throws(DatabaseError) -> OpaquePointer {
+        if let statement = cache[sql] { return statement }
+        guard let handle else { throw DatabaseError(code: SQLITE_MISUSE, message: "closed", context: path) }
+        var statement: OpaquePointer?
+        let rc = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard rc == SQLITE_OK, let statement else { throw fail(rc, "preparing \(Database.summary(sql))") }
+        cache[sql] = statement
+        return statement
+    }
+
+    private func migrate(_ migrations: [Migration]) throws(DatabaseError) {
+        try execute("CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        guard !migrations.isEmpty else { return }
+        let applied = Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
+        if migrations.allSatisfy({ applied.contains($0.id) }) { return }
+        try execute("BEGIN IMMEDIATE")
+        do throws(DatabaseError) {
+            // Re-read under the write lock: another process may have applied some meanwhile.
+            let current = Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
+            for migration in migrations where !current.contains(migration.id) {
+                try execute(migration.sql)
+                try query("INSERT INTO schema_migrations (id, applied_at) VALUES (?1, strftime('%s','now'))",
+                          [.text(migration.id)])
+            }
+            try execute("COMMIT")
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    private static func summary(_ sql: String) -> String {
+        let words = sql.split(whereSeparator: { $0 == " " || $0 == "\n" }).prefix(4).joined(separator: " ")
+        return "'\(words)...'"
+    }
+}
