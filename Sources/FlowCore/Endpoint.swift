@@ -1,1 +1,305 @@
-public enum Placeholder {}
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// One HTTP request as the web server handed it over, independent of the transport (FastCGI or CGI).
+public struct EndpointRequest: Sendable {
+    /// `REQUEST_METHOD`.
+    public var method: String
+    /// The path the server routed (see `EndpointRequest.routedPath(params:)`).
+    public var path: String
+    /// Every CGI parameter in the order received (`HTTP_*` headers included; a name may repeat).
+    public var params: [(String, String)]
+    /// The exact raw body bytes (at most the configured limit).
+    public var body: [UInt8]
+    /// True when the body was longer than the limit and reading stopped.
+    public var bodyTooLarge: Bool
+
+    /// A request; `path` is derived from the parameters when not given.
+    public init(method: String, path: String? = nil, params: [(String, String)], body: [UInt8], bodyTooLarge: Bool = false) {
+        self.method = method
+        self.params = params
+        self.path = path ?? EndpointRequest.routedPath(params: params)
+        self.body = body
+        self.bodyTooLarge = bodyTooLarge
+    }
+
+    /// Every value of parameter `name`.
+    public func values(of name: String) -> [String] {
+        params.compactMap { $0.0 == name ? $0.1 : nil }
+    }
+
+    /// The path the server routed: `SCRIPT_NAME` followed by `PATH_INFO` (however the server splits it), else
+    /// `DOCUMENT_URI`, else `REQUEST_URI` without its query.
+    public static func routedPath(params: [(String, String)]) -> String {
+        func first(_ name: String) -> String? { params.first { $0.0 == name }?.1 }
+        let joined = (first("SCRIPT_NAME") ?? "") + (first("PATH_INFO") ?? "")
+        if !joined.isEmpty { return joined }
+        if let uri = first("DOCUMENT_URI"), !uri.isEmpty { return uri }
+        if let uri = first("REQUEST_URI") { return String(uri.prefix { $0 != "?" }) }
+        return ""
+    }
+}
+
+/// The answer: status, headers and body; the transport writes them out.
+public struct EndpointResponse: Sendable, Equatable {
+    /// HTTP status code.
+    public var status: Int
+    /// Header lines (name, value), without `Status`.
+    public var headers: [(String, String)]
+    /// Body bytes.
+    public var body: [UInt8]
+
+    /// An answer with `status`, `headers` and `body`.
+    public init(status: Int, headers: [(String, String)], body: [UInt8]) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// A plain-text answer with `message` and a newline as the body.
+    public static func text(_ status: Int, _ message: String, extraHeaders: [(String, String)] = []) -> EndpointResponse {
+        EndpointResponse(status: status, headers: [("Content-Type", "text/plain; charset=utf-8")] + extraHeaders,
+                         body: Array((message + "\n").utf8))
+    }
+
+    /// The value of header `name` (case-insensitive).
+    public func header(_ name: String) -> String? {
+        headers.first { $0.0.lowercased() == name.lowercased() }?.1
+    }
+
+    /// Compares status, headers and body.
+    public static func == (a: EndpointResponse, b: EndpointResponse) -> Bool {
+        a.status == b.status && a.body == b.body && a.headers.elementsEqual(b.headers, by: { $0 == $1 })
+    }
+
+    /// The reason phrase for `status`, for the `Status:` line.
+    public static func reason(_ status: Int) -> String {
+        switch status {
+        case 200: return "OK"
+        case 400: return "Bad Request"
+        case 401: return "Unauthorized"
+        case 403: return "Forbidden"
+        case 404: return "Not Found"
+        case 405: return "Method Not Allowed"
+        case 413: return "Payload Too Large"
+        case 421: return "Misdirected Request"
+        case 427: return "Flow Token Invalid"
+        case 432: return "Signature Invalid"
+        case 500: return "Internal Server Error"
+        case 503: return "Service Unavailable"
+        default: return "Status"
+        }
+    }
+}
+
+/// What one request was, for the access log line (no personal data).
+public struct RequestSummary: Sendable {
+    /// The flow name, or the route (`health`, ...).
+    public var route = "-"
+    /// The decrypted action, when known.
+    public var action = "-"
+    /// The decrypted screen, when known.
+    public var screen = "-"
+    /// Why an error status was given, in plain words.
+    public var reason: String?
+}
+
+/// Per-thread state the endpoint uses: the database connection. Owned by exactly one worker thread.
+public final class Worker {
+    /// This thread's connection, if a database is configured.
+    public let database: Database?
+
+    /// Opens this thread's connection (applying migrations) when `configuration` has a database.
+    public init(configuration: Configuration) throws(DatabaseError) {
+        if let path = configuration.databasePath {
+            database = try Database(path: path, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
+                                    migrations: configuration.migrations)
+        } else {
+            database = nil
+        }
+    }
+
+    /// Closes the connection (call before the thread exits).
+    public func close() { database?.close() }
+}
+
+/// The transport-independent entry point: (method, path, params, raw body) in, (status, headers, body) out.
+public struct Endpoint: Sendable {
+    /// The validated configuration (keys parsed once per process).
+    public let configuration: Configuration
+    /// Where request and error lines go.
+    public let log: Logger
+    /// The clock (seconds since the epoch); replaceable in tests.
+    public let clock: @Sendable () -> Int64
+
+    /// An endpoint for `configuration`.
+    public init(configuration: Configuration, log: Logger, clock: @escaping @Sendable () -> Int64 = { Int64(time(nil)) }) {
+        self.configuration = configuration
+        self.log = log
+        self.clock = clock
+    }
+
+    private enum Route {
+        case flow(String)
+        case health
+        case notFound
+    }
+
+    private static func route(_ path: String) -> Route {
+        var components = path.split(separator: "/", omittingEmptySubsequences: true)
+        if components.last == "live", components.dropLast().last == "health" { components.removeLast() }
+        guard let last = components.last else { return .notFound }
+        if last == "health" { return .health }
+        if components.count >= 2, components[components.count - 2] == "flows" { return .flow(String(last)) }
+        return .notFound
+    }
+
+    /// Answers one request, writing one access line to the log.
+    public func handle(_ request: EndpointRequest, worker: Worker) -> EndpointResponse {
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        var summary = RequestSummary()
+        let response = respond(request, worker: worker, summary: &summary)
+        var end = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &end)
+        let micros = (Int(end.tv_sec) - Int(start.tv_sec)) * 1_000_000 + (Int(end.tv_nsec) - Int(start.tv_nsec)) / 1000
+        let milliseconds = "\(micros / 1000).\(String(micros % 1000 / 100))"
+        let level: LogLevel = response.status >= 500 ? .error : (response.status >= 400 ? .warning : .info)
+        if let reason = summary.reason {
+            log.log(level, "request", ["route": summary.route, "action": summary.action, "screen": summary.screen,
+                                       "status": String(response.status), "ms": milliseconds, "reason": reason])
+        } else {
+            log.log(level, "request", ["route": summary.route, "action": summary.action, "screen": summary.screen,
+                                       "status": String(response.status), "ms": milliseconds])
+        }
+        return response
+    }
+
+    private func respond(_ request: EndpointRequest, worker: Worker, summary: inout RequestSummary) -> EndpointResponse {
+        func fail(_ status: Int, _ message: String, _ headers: [(String, String)] = []) -> EndpointResponse {
+            summary.reason = message
+            return .text(status, message, extraHeaders: headers)
+        }
+        switch Endpoint.route(request.path) {
+        case .notFound:
+            return fail(404, "not found: no flows-fcgi route ends like \(request.path.isEmpty ? "/" : request.path)")
+        case .health:
+            summary.route = "health"
+            guard request.method == "GET" || request.method == "HEAD" else {
+                return fail(405, "method \(request.method) not allowed", [("Allow", "GET, HEAD")])
+            }
+            return .text(200, "ok")
+        case .flow(let name):
+            summary.route = name
+            guard let flow = configuration.flows[name] else {
+                return fail(404, "unknown flow '\(name)' (served: \(configuration.flows.keys.sorted().joined(separator: ", ")))")
+            }
+            guard request.method == "POST" else {
+                return fail(405, "method \(request.method) not allowed", [("Allow", "POST")])
+            }
+            guard !request.bodyTooLarge, request.body.count <= configuration.maxBodyBytes else {
+                return fail(413, "request body larger than \(configuration.maxBodyBytes) bytes (MAX_BODY_BYTES)")
+            }
+            if configuration.signatureCheck {
+                do {
+                    try Signature.verify(values: request.values(of: Signature.parameterName), body: request.body,
+                                         secrets: configuration.appSecrets)
+                } catch {
+                    return fail(432, error.description)
+                }
+            }
+            guard let envelope = Envelope.parse(request.body) else {
+                return fail(400, "the body is not a Flows envelope (a JSON object with encrypted_flow_data, "
+                    + "encrypted_aes_key and initial_vector strings)")
+            }
+            let decrypted: DecryptedRequest
+            do {
+                decrypted = try FlowCrypto.decrypt(envelope, keys: configuration.keys)
+            } catch {
+                return fail(421, "cannot decrypt: \(Endpoint.describe(error))")
+            }
+            return answer(decrypted, flow: flow, worker: worker, summary: &summary)
+        }
+    }
+
+    private func answer(_ decrypted: DecryptedRequest, flow: any Flow, worker: Worker,
+                        summary: inout RequestSummary) -> EndpointResponse {
+        let json = decrypted.json
+        let action = json["action"]?.stringValue
+        summary.action = action.map { String($0.prefix(32)) } ?? "-"
+        summary.screen = json["screen"]?.stringValue.map { String($0.prefix(64)) } ?? "-"
+        func fail(_ status: Int, _ message: String) -> EndpointResponse {
+            summary.reason = message
+            return .text(status, message)
+        }
+        func encrypted(_ status: Int, _ value: JSONValue) -> EndpointResponse {
+            do {
+                let body = try decrypted.seal(value.serialized)
+                return EndpointResponse(status: status, headers: [("Content-Type", "text/plain")], body: Array(body.utf8))
+            } catch {
+                return fail(500, "internal error")
+            }
+        }
+        guard let version = json["version"]?.stringValue, version == "3.0" || version == "4.0" else {
+            return fail(400, "unsupported or missing version (expected \"3.0\" or \"4.0\")")
+        }
+        guard let action else { return fail(400, "missing action") }
+        if action == "ping" {
+            return encrypted(200, ["data": ["status": "active"]])
+        }
+        let data = json["data"]?.objectValue ?? [:]
+        if let errorKey = data["error_key"] ?? data["error"], errorKey != .null {
+            let detail = data["error_message"]?.stringValue ?? data["error"]?.stringValue ?? errorKey.text
+            log.warning("client reported an error with an earlier answer",
+                        ["flow": flow.name, "screen": summary.screen, "error": String(detail.prefix(200))])
+            return encrypted(200, ["data": ["acknowledged": true]])
+        }
+        guard let flowAction = FlowAction(rawValue: action) else {
+            return fail(400, "unknown action '\(summary.action)' (expected ping, INIT, data_exchange or BACK)")
+        }
+        guard let token = json["flow_token"]?.stringValue, !token.isEmpty else {
+            return fail(400, "missing flow_token")
+        }
+        if let tokenSignature = json["flow_token_signature"], configuration.signatureCheck {
+            guard let jwt = tokenSignature.stringValue,
+                FlowTokenSignature.isValid(jwt, flowToken: token, secrets: configuration.appSecrets)
+            else {
+                summary.reason = "flow_token_signature does not match the flow token"
+                return encrypted(427, ["error_msg": "This form link is not valid. Please request a new one."])
+            }
+        }
+        let screen = json["screen"]?.stringValue ?? ""
+        let request = FlowRequest(version: version, action: flowAction, screen: screen, data: data, flowToken: token)
+        let context = FlowContext(database: worker.database, now: clock(), log: log)
+        do {
+            switch try flow.handle(request, context: context) {
+            case .screen(let id, let screenData):
+                return encrypted(200, ["screen": .string(id), "data": .object(screenData)])
+            case .tokenNoLongerValid(let message):
+                summary.reason = "flow token no longer valid"
+                return encrypted(427, ["error_msg": .string(message)])
+            }
+        } catch let error as DatabaseError where error.isUnavailable {
+            log.error("storage unavailable", ["flow": flow.name, "error": error.description])
+            return fail(503, "storage unavailable, try again later")
+        } catch {
+            log.error("flow failed", ["flow": flow.name, "error": String(describing: error)])
+            return fail(500, "internal error")
+        }
+    }
+
+    private static func describe(_ failure: DecryptionFailure) -> String {
+        switch failure {
+        case .keyUnwrapFailed: return "the AES key does not unwrap with any configured private key"
+        case .badKeyLength(let n): return "the unwrapped AES key has \(n) bytes, expected 16"
+        case .badIVLength(let n): return "initial_vector has \(n) bytes, expected 16"
+        case .badBase64(let field): return "\(field) is not valid base64"
+        case .ciphertextTooShort: return "encrypted_flow_data is shorter than the GCM tag"
+        case .tagMismatch: return "the GCM tag does not verify"
+        case .notJSONObject(let why): return why
+        }
+    }
+}
