@@ -4,6 +4,8 @@ import Glibc
 import Musl
 #endif
 
+import Synchronization
+
 /// Log severity, lowest first.
 public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
     /// Details for debugging.
@@ -43,42 +45,60 @@ public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
 /// Where log lines go: a file descriptor written with one `write(2)` per line (atomic for lines under
 /// PIPE_BUF on pipes, and with O_APPEND on files, so several processes can share one log file).
 public final class LogSink: Sendable {
-    private let fd: Int32
-    private let owned: Bool
+    private let fd: Mutex<Int32>
+    private let path: String?
 
     /// Standard error.
-    public static let standardError = LogSink(fd: 2, owned: false)
+    public static let standardError = LogSink(fd: 2, path: nil)
 
     /// A sink that drops everything (tests).
-    public static let discard = LogSink(fd: -1, owned: false)
+    public static let discard = LogSink(fd: -1, path: nil)
 
-    init(fd: Int32, owned: Bool) {
-        self.fd = fd
-        self.owned = owned
+    init(fd: Int32, path: String?) {
+        self.fd = Mutex(fd)
+        self.path = path
     }
 
-    /// Opens `path` for appending (created 0640 if missing).
-    public static func file(_ path: String) throws(ConfigError) -> LogSink {
+    private static func openAppend(_ path: String) throws(ConfigError) -> Int32 {
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
         guard fd >= 0 else {
             throw ConfigError("LOG_FILE \(path): cannot open for appending: \(String(cString: strerror(errno)))")
         }
-        return LogSink(fd: fd, owned: true)
+        return fd
     }
 
-    deinit { if owned { close(fd) } }
+    /// Opens `path` for appending (created 0640 if missing).
+    public static func file(_ path: String) throws(ConfigError) -> LogSink {
+        LogSink(fd: try openAppend(path), path: path)
+    }
+
+    /// Reopens the log file (after logrotate moved it); a no-op for standard error.
+    public func reopen() throws(ConfigError) {
+        guard let path else { return }
+        let new = try LogSink.openAppend(path)
+        fd.withLock { current in
+            close(current)
+            current = new
+        }
+    }
+
+    deinit {
+        if path != nil { fd.withLock { _ = close($0) } }
+    }
 
     func write(_ line: String) {
-        guard fd >= 0 else { return }
         var bytes = Array(line.utf8)
         bytes.append(0x0A)
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0, errno == EINTR { continue }
-                if n <= 0 { return }
-                offset += n
+        fd.withLock { fd in
+            guard fd >= 0 else { return }
+            bytes.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                    if n < 0, errno == EINTR { continue }
+                    if n <= 0 { return }
+                    offset += n
+                }
             }
         }
     }
@@ -95,6 +115,9 @@ public struct Logger: Sendable {
         self.level = level
         self.sink = sink
     }
+
+    /// Reopens the log file (SIGHUP/SIGUSR1 after logrotate).
+    public func reopen() throws(ConfigError) { try sink.reopen() }
 
     /// A logger that writes nothing.
     public static let discard = Logger(level: .error, sink: .discard)

@@ -1,1 +1,121 @@
 import FlowCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Exit statuses: 0 done, 1 runtime failure, 2 usage, 78 configuration error (EX_CONFIG).
+enum ExitStatus {
+    static let usage: Int32 = 2
+    static let config: Int32 = 78
+}
+
+func printError(_ message: String) {
+    writeAll(2, Array("flows-fcgi: \(message)\n".utf8))
+}
+
+func currentEnvironment() -> [String: String] {
+    var result: [String: String] = [:]
+    var entry = environ
+    while let pointer = entry.pointee {
+        let (name, value) = splitParam(pointer)
+        result[name] = value
+        entry += 1
+    }
+    return result
+}
+
+func run() -> Int32 {
+    let options: Options
+    do {
+        options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
+    } catch {
+        printError(error.description)
+        return ExitStatus.usage
+    }
+    if options.showHelp {
+        writeAll(1, Array((Options.usage + "\n").utf8))
+        return 0
+    }
+    if options.showVersion {
+        writeAll(1, Array("flows-fcgi \(flowsFCGIVersion)\n".utf8))
+        return 0
+    }
+    let environment = currentEnvironment()
+
+    // Configuration first: a broken key or a missing secret fails before any socket is touched.
+    let configuration: Configuration
+    let log: Logger
+    do {
+        var settings = try Settings(environment: environment, file: options.configFile,
+                                    names: Configuration.allSettingNames)
+        if let file = options.logFile { settings = settings.overriding("LOG_FILE", with: file) }
+        if let max = options.maxBody { settings = settings.overriding("MAX_BODY_BYTES", with: max) }
+        configuration = try Configuration(settings: settings)
+        let sink = try configuration.logFile.map { path throws(ConfigError) in try LogSink.file(path) } ?? .standardError
+        log = Logger(level: configuration.logLevel, sink: sink)
+    } catch {
+        printError("configuration error: \(error.description)")
+        return ExitStatus.config
+    }
+    for warning in configuration.warnings { log.warning(warning) }
+    if !configuration.signatureCheck {
+        let banner = "SIGNATURE CHECKING IS OFF (SIGNATURE_CHECK=off): anyone can call this endpoint. "
+            + "For local development only; never in production."
+        log.error(banner)
+        if configuration.logFile != nil { printError("WARNING: " + banner) }
+    }
+
+    // Signals are handled by dedicated threads with sigwait; every thread starts with them blocked.
+    blockSignals([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD, wakeSignal])
+    installWakeHandler()
+
+    let mode: ServingMode
+    do {
+        guard let chosen = try chooseMode(options: options, environment: environment) else {
+            writeAll(2, Array((Options.usage + "\n").utf8))
+            return ExitStatus.usage
+        }
+        mode = chosen
+    } catch {
+        log.error(error.message)
+        if configuration.logFile != nil { printError(error.message) }
+        return error.status
+    }
+
+    let endpoint = Endpoint(configuration: configuration, log: log)
+    if case .cgi = mode { return serveCGI(endpoint: endpoint) }
+
+    // Open the database once before serving: a wrong path or permission fails loudly at startup, and the
+    // migrations run before any worker needs them.
+    do {
+        try Worker(configuration: configuration).close()
+    } catch {
+        log.error("cannot open the database", ["error": error.description])
+        if configuration.logFile != nil { printError("cannot open the database: \(error.description)") }
+        return 1
+    }
+
+    guard let fd = mode.fd else { return 1 }
+    log.info("flows-fcgi \(flowsFCGIVersion) serving FastCGI", [
+        "on": mode.description, "threads": String(options.threads),
+        "processes": String(max(options.processes, 1)), "keys": String(configuration.keys.count),
+        "flows": configuration.flows.keys.sorted().joined(separator: ","),
+        "database": configuration.databasePath ?? "none",
+    ])
+    let status: Int32
+    if options.processes > 0 {
+        status = prefork(processes: options.processes, log: log) {
+            serveFastCGI(fd: fd, threads: options.threads, endpoint: endpoint)
+        }
+    } else {
+        status = serveFastCGI(fd: fd, threads: options.threads, endpoint: endpoint)
+    }
+    if case .ownSocket(_, _, let path?) = mode { unlink(path) }
+    log.info("stopped", ["status": String(status)])
+    return status
+}
+
+exit(run())

@@ -34,9 +34,9 @@ public struct Configuration: Sendable {
 
     /// Validates `settings`: loads every key, decodes secrets, checks limits, builds the flows.
     /// - Throws: `ConfigError` naming the setting or file and the reason (never key material or secrets).
-    public init(settings: Settings) throws(ConfigError) {
+    public init(settings: Settings, flows factories: [FlowFactory] = FlowRegistry.all) throws(ConfigError) {
         var warnings: [String] = []
-        let known = Configuration.allSettingNames
+        let known = Configuration.allSettingNames.union(factories.flatMap(\.settingNames))
         for key in settings.fileKeys where !known.contains(key) {
             warnings.append("\(settings.file ?? "config file"): unknown setting \(key) (ignored)")
         }
@@ -111,16 +111,20 @@ public struct Configuration: Sendable {
         maxBodyBytes = try settings.integer("MAX_BODY_BYTES", default: 1 << 20, range: 1024...(64 << 20))
 
         var flows: [String: any Flow] = [:]
-        for factory in FlowRegistry.all {
+        for factory in factories {
             flows[factory.name] = try factory.make(settings)
         }
         self.flows = flows
+        flowOrder = factories.map(\.name)
         self.warnings = warnings
     }
 
+    /// Flow names in registration order.
+    public let flowOrder: [String]
+
     /// The migrations of every flow, in registration order.
     public var migrations: [Migration] {
-        FlowRegistry.all.compactMap { flows[$0.name] }.flatMap(\.migrations)
+        flowOrder.compactMap { flows[$0] }.flatMap(\.migrations)
     }
 }
 

@@ -95,6 +95,13 @@ public struct Settings: Sendable {
         return result
     }
 
+    /// A copy with `key` set to `value` (command-line options override both file and environment).
+    public func overriding(_ key: String, with value: String) -> Settings {
+        var copy = self
+        copy.values[key] = value
+        return copy
+    }
+
     /// The value of `key`, `nil` when unset or empty.
     public subscript(key: String) -> String? {
         guard let v = values[key], !v.isEmpty else { return nil }

@@ -9,6 +9,13 @@ public struct DatabaseError: Error, Sendable, CustomStringConvertible {
     /// What the store was doing, e.g. `opening /var/lib/flows/flows.db`.
     public let context: String
 
+    /// An error with SQLite `code`, its `message`, and what was being done.
+    public init(code: Int32, message: String, context: String) {
+        self.code = code
+        self.message = message
+        self.context = context
+    }
+
     /// True when the database could not be used right now (locked beyond the busy timeout, read-only, disk
     /// full, I/O error, cannot open): the endpoint answers 503 and the process keeps serving.
     public var isUnavailable: Bool {

@@ -1,0 +1,59 @@
+import FlowCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Serves one plain-CGI request: parameters from the environment, the body from stdin to end of stream (under the
+/// cap; `CONTENT_LENGTH` is not trusted), the answer on stdout.
+func serveCGI(endpoint: Endpoint) -> Int32 {
+    var params: [(String, String)] = []
+    var entry = environ
+    while let pointer = entry.pointee {
+        params.append(splitParam(pointer))
+        entry += 1
+    }
+    let cap = endpoint.configuration.maxBodyBytes
+    var body: [UInt8] = []
+    var tooLarge = false
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(0, &buffer, buffer.count)
+        if n < 0, errno == EINTR { continue }
+        if n <= 0 { break }
+        if body.count + n > cap {
+            tooLarge = true
+            continue
+        }
+        body.append(contentsOf: buffer[0..<n])
+    }
+    let method = params.first { $0.0 == "REQUEST_METHOD" }?.1 ?? "GET"
+    let worker: Worker
+    do {
+        worker = try Worker(configuration: endpoint.configuration)
+    } catch {
+        endpoint.log.error("cannot open the database", ["error": error.description])
+        writeAll(1, encodeCGIResponse(.text(503, "storage unavailable, try again later"), includeBody: true))
+        return 0
+    }
+    defer { worker.close() }
+    let response = endpoint.handle(EndpointRequest(method: method, params: params, body: body, bodyTooLarge: tooLarge),
+                                   worker: worker)
+    writeAll(1, encodeCGIResponse(response, includeBody: method != "HEAD"))
+    return 0
+}
+
+/// Writes every byte to `fd`, retrying short writes; gives up silently when the reader went away.
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+    bytes.withUnsafeBytes { raw in
+        var offset = 0
+        while offset < raw.count {
+            let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import FlowCore
+import Testing
+
+@Suite("Configuration")
+struct ConfigTests {
+    let keys = fixturesDirectory + "/keys"
+
+    func load(_ values: [String: String]) throws(ConfigError) -> Configuration {
+        try Configuration(settings: Settings(values), flows: [])
+    }
+
+    @Test func refusesToStartWithoutAnAppSecret() {
+        let error = #expect(throws: ConfigError.self) { try load(["PRIVATE_KEY_FILE": keys + "/pkcs8.pem"]) }
+        #expect(error?.description.contains("APP_SECRET is not set") == true)
+    }
+
+    @Test func signatureCheckOffIsExplicit() throws {
+        let configuration = try load(["PRIVATE_KEY_FILE": keys + "/pkcs8.pem", "SIGNATURE_CHECK": "off"])
+        #expect(configuration.signatureCheck == false)
+        #expect(throws: ConfigError.self) { try load(["PRIVATE_KEY_FILE": keys + "/pkcs8.pem", "SIGNATURE_CHECK": "maybe"]) }
+    }
+
+    @Test func keyErrorsNameTheFileAndNeverTheKey() throws {
+        for (values, expected) in [
+            (["PRIVATE_KEY_FILE": keys + "/missing.pem"], "missing.pem: cannot open"),
+            (["PRIVATE_KEY_FILE": keys + "/pkcs8-enc.pem", "PASSPHRASE": "wrong"], "pkcs8-enc.pem: wrong passphrase"),
+            (["PRIVATE_KEY_FILE": keys + "/ec.pem"], "ec.pem: not an RSA key"),
+            ([:], "no private key"),
+        ] as [([String: String], String)] {
+            var all = values
+            all["APP_SECRET"] = "s"
+            let error = #expect(throws: ConfigError.self) { try load(all) }
+            #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+            #expect(error?.description.contains("MII") == false)
+        }
+    }
+
+    @Test func passphraseFileAndSeveralKeysNewestFirst() throws {
+        let dir = temporaryDirectory()
+        writeFile(dir + "/pass", "test-pass\n")
+        let configuration = try load([
+            "APP_SECRET": "s", "PASSPHRASE_FILE": dir + "/pass",
+            "PRIVATE_KEY_FILE": "\(keys)/pkcs8-enc.pem, \(keys)/pkcs1-des3.pem,\(keys)/pkcs1.pem",
+        ])
+        #expect(configuration.keys.map(\.source) == ["\(keys)/pkcs8-enc.pem", "\(keys)/pkcs1-des3.pem", "\(keys)/pkcs1.pem"])
+        #expect(throws: ConfigError.self) {
+            try load(["APP_SECRET": "s", "PASSPHRASE_FILE": dir + "/pass", "PASSPHRASE": "x",
+                      "PRIVATE_KEY_FILE": keys + "/pkcs1.pem"])
+        }
+    }
+
+    @Test func inlinePrivateKeyWithEscapedNewlines() throws {
+        let pem = try fixtureText("keys/pkcs1.pem")
+        let oneLine = pem.split(separator: "\n").joined(separator: "\\n")
+        let configuration = try load(["APP_SECRET": "s", "PRIVATE_KEY": oneLine])
+        #expect(configuration.keys.count == 1)
+        #expect(configuration.keys[0].publicKeyFingerprint == TestKeys.pkcs1.publicKeyFingerprint)
+    }
+
+    @Test func invalidValuesAreStartupErrors() {
+        let base = ["APP_SECRET": "s", "PRIVATE_KEY_FILE": keys + "/pkcs1.pem"]
+        for (key, value) in [("DATABASE_URL", "postgres://x"), ("DATABASE_URL", "sqlite:relative.db"),
+                             ("LOG_LEVEL", "loud"), ("MAX_BODY_BYTES", "lots"), ("MAX_BODY_BYTES", "1")] {
+            var values = base
+            values[key] = value
+            let error = #expect(throws: ConfigError.self) { try load(values) }
+            #expect(error?.description.contains(key) == true)
+        }
+    }
+
+    @Test func configFileLikeSystemdEnvironmentFile() throws {
+        let dir = temporaryDirectory()
+        let pem = try fixtureText("keys/pkcs1.pem")
+        writeFile(dir + "/flows.env", """
+            # flows-fcgi settings
+            export APP_SECRET="from-file"
+            LOG_LEVEL = warning
+            DATABASE_URL='sqlite:/var/lib/flows/flows.db'
+            PRIVATE_KEY="\(pem)"
+            FAVOURITE_COLOUR=blue
+
+            """)
+        let settings = try Settings(environment: ["LOG_LEVEL": "debug", "UNRELATED": "x"], file: dir + "/flows.env",
+                                    names: Configuration.allSettingNames)
+        let configuration = try Configuration(settings: settings, flows: [])
+        #expect(configuration.appSecrets == [Array("from-file".utf8)])
+        #expect(configuration.logLevel == .debug)  // the environment wins
+        #expect(configuration.databasePath == "/var/lib/flows/flows.db")
+        #expect(configuration.keys.count == 1)
+        #expect(configuration.warnings.count == 1)
+        #expect(configuration.warnings.first?.contains("FAVOURITE_COLOUR") == true)
+
+        writeFile(dir + "/bad.env", "APP_SECRET\n")
+        let error = #expect(throws: ConfigError.self) {
+            try Settings(environment: [:], file: dir + "/bad.env", names: [])
+        }
+        #expect(error?.description.contains("bad.env line 1") == true)
+        #expect(throws: ConfigError.self) { try Settings(environment: [:], file: dir + "/none.env", names: []) }
+    }
+}

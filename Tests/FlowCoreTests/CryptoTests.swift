@@ -1,0 +1,151 @@
+import FlowCore
+import Testing
+
+@Suite("Interop vector from a real WhatsApp client (pywa)")
+struct InteropTests {
+    let vector: JSONValue
+    let key: PrivateKey
+
+    init() throws {
+        vector = try JSONParser.parse(try fixture("pywa-interop.json"))
+        key = try PrivateKey.load(pem: Array(vector["private_key_pem"]!.stringValue!.utf8),
+                                  passphrase: vector["passphrase"]!.stringValue!, file: "pywa-interop.json")
+    }
+
+    @Test func decryptsTheRealClientRequest() throws {
+        let envelope = vector["request_envelope"]!
+        let request = try FlowCrypto.decrypt(
+            Envelope(encryptedFlowData: envelope["encrypted_flow_data"]!.stringValue!,
+                     encryptedAESKey: envelope["encrypted_aes_key"]!.stringValue!,
+                     initialVector: envelope["initial_vector"]!.stringValue!),
+            keys: [key])
+        #expect(Hex.encode(request.aesKey) == vector["aes_key_hex"]!.stringValue!)
+        #expect(request.json == vector["decrypted_request"]!)
+    }
+
+    @Test func sealsTheExactPlaintextToTheGivenAnswer() throws {
+        let envelope = vector["request_envelope"]!
+        let iv = Base64.decode(envelope["initial_vector"]!.stringValue!)!
+        let aesKey = Hex.decode(vector["aes_key_hex"]!.stringValue!)!
+        let plaintext = Array(vector["response_plaintext_exact_bytes"]!.stringValue!.utf8)
+        let sealed = try FlowCrypto.sealAnswer(plaintext, key: aesKey, requestIV: iv)
+        #expect(sealed == vector["response_base64"]!.stringValue!)
+        #expect(try FlowCrypto.openAnswer(sealed, key: aesKey, requestIV: iv) == plaintext)
+    }
+
+    @Test func verifiesTheWebhookSignature() throws {
+        let hook = vector["webhook_signature"]!
+        let body = Array(hook["body"]!.stringValue!.utf8)
+        let secret = Array(hook["app_secret"]!.stringValue!.utf8)
+        #expect(Signature.header(for: body, secret: secret) == hook["x_hub_signature_256"]!.stringValue!)
+        try Signature.verify(values: [hook["x_hub_signature_256"]!.stringValue!], body: body, secrets: [secret])
+        #expect(throws: Signature.Failure.mismatch) {
+            try Signature.verify(values: [hook["x_hub_signature_256"]!.stringValue!], body: body + [0x20],
+                                 secrets: [secret])
+        }
+    }
+}
+
+@Suite("Private keys")
+struct KeyTests {
+    @Test(arguments: [
+        ("keys/pkcs1.pem", nil), ("keys/pkcs1-des3.pem", "test-pass"), ("keys/pkcs8.pem", nil),
+        ("keys/pkcs8-enc.pem", "test-pass"),
+        // An unencrypted key ignores a passphrase.
+        ("keys/pkcs8.pem", "unused"),
+    ] as [(String, String?)])
+    func loadsEveryPEMForm(name: String, passphrase: String?) throws {
+        let key = try PrivateKey.load(pem: try fixture(name), passphrase: passphrase, file: name)
+        #expect(key.bits == 2048)
+        #expect(key.publicKeyPEM.hasPrefix("-----BEGIN PUBLIC KEY-----"))
+        // It really is the private half: a round trip through OAEP works.
+        let secret: [UInt8] = Array(0..<16)
+        #expect(key.oaepDecrypt(key.oaepEncrypt(secret)!) == secret)
+    }
+
+    @Test(arguments: ["keys/pkcs1-des3.pem", "keys/pkcs8-enc.pem"])
+    func wrongPassphraseNamesTheFile(name: String) throws {
+        let error = #expect(throws: KeyError.self) {
+            try PrivateKey.load(pem: try fixture(name), passphrase: "not-it", file: name)
+        }
+        #expect(error?.file == name)
+        #expect(error?.reason.contains("passphrase") == true)
+        #expect(error?.description.contains("PRIVATE KEY") == false)
+    }
+
+    @Test(arguments: ["keys/pkcs1-des3.pem", "keys/pkcs8-enc.pem"])
+    func encryptedKeyWithoutPassphrase(name: String) throws {
+        let error = #expect(throws: KeyError.self) {
+            try PrivateKey.load(pem: try fixture(name), passphrase: nil, file: name)
+        }
+        #expect(error?.reason.contains("PASSPHRASE") == true)
+    }
+
+    @Test func refusesANonRSAKey() throws {
+        let error = #expect(throws: KeyError.self) {
+            try PrivateKey.load(pem: try fixture("keys/ec.pem"), passphrase: nil, file: "ec.pem")
+        }
+        #expect(error?.reason.contains("not an RSA key") == true)
+    }
+
+    @Test func refusesASmallKey() throws {
+        let error = #expect(throws: KeyError.self) {
+            try PrivateKey.load(pem: try fixture("keys/rsa1024.pem"), passphrase: nil, file: "rsa1024.pem")
+        }
+        #expect(error?.reason.contains("1024") == true)
+    }
+
+    @Test func refusesATruncatedPEM() throws {
+        let pem = try fixtureText("keys/pkcs8.pem")
+        let truncated = Array(pem.utf8.prefix(pem.utf8.count / 2))
+        let error = #expect(throws: KeyError.self) {
+            try PrivateKey.load(pem: truncated, passphrase: nil, file: "half.pem")
+        }
+        #expect(error?.reason.contains("damaged or truncated") == true)
+        #expect(error?.description.hasPrefix("private key half.pem:") == true)
+    }
+
+    @Test func refusesSomethingThatIsNotPEM() throws {
+        #expect(throws: KeyError(file: "x.der", reason: "not a PEM file (no '-----BEGIN' line)")) {
+            try PrivateKey.load(pem: [0x30, 0x82, 0x01], passphrase: nil, file: "x.der")
+        }
+        let publicOnly = Array(TestKeys.pkcs8.publicKeyPEM.utf8)
+        #expect(throws: KeyError.self) { try PrivateKey.load(pem: publicOnly, passphrase: nil, file: "pub.pem") }
+    }
+
+    @Test func writesPEMThatLoadsBack() throws {
+        let key = TestKeys.pkcs1
+        for format in [PrivateKey.PEMFormat.pkcs1, .pkcs8] {
+            for passphrase in [nil, "roundtrip"] as [String?] {
+                let pem = key.privateKeyPEM(format: format, passphrase: passphrase)
+                let back = try PrivateKey.load(pem: Array(pem.utf8), passphrase: passphrase, file: "written")
+                #expect(back.publicKeyFingerprint == key.publicKeyFingerprint)
+            }
+        }
+        #expect(key.privateKeyPEM(format: .pkcs1, passphrase: "x").contains("DEK-Info: DES-EDE3-CBC"))
+        #expect(key.privateKeyPEM(format: .pkcs8, passphrase: "x").contains("BEGIN ENCRYPTED PRIVATE KEY"))
+    }
+}
+
+@Suite("Encryption edge cases")
+struct CipherTests {
+    @Test func reversedIVDoesNotOpenOurAnswer() throws {
+        let key = Digest.randomBytes(16)
+        let iv = Digest.randomBytes(16)
+        let answer = try FlowCrypto.sealAnswer(Array(#"{"data":{}}"#.utf8), key: key, requestIV: iv)
+        let sealed = Base64.decode(answer)!
+        #expect(throws: DecryptionFailure.tagMismatch) { try AESGCM.open(sealed, key: key, iv: iv.reversed()) }
+        #expect(throws: DecryptionFailure.tagMismatch) { try AESGCM.open(sealed, key: key, iv: iv) }
+        #expect(try AESGCM.open(sealed, key: key, iv: FlowCrypto.invert(iv)) == Array(#"{"data":{}}"#.utf8))
+    }
+
+    @Test func base64IsStrict() {
+        #expect(Base64.decode("aGVsbG8=") == Array("hello".utf8))
+        #expect(Base64.decode("aGVsbG8") == nil)
+        #expect(Base64.decode("aGVs bG8=") == nil)
+        #expect(Base64.decode("aGVsbG9=") == nil)  // non-zero padding bits
+        #expect(Base64.decode("") == [])
+        #expect(Base64.encode(Array("hello".utf8)) == "aGVsbG8=")
+        #expect(Base64.decodeURLSafe("aGVsbG8") == Array("hello".utf8))
+    }
+}
