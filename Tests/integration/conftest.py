@@ -1,0 +1,726 @@
+"""Fixtures for the integration tests: real web servers in front of the real flows-fcgi binary.
+
+Every server runs in its own temporary directory, listens on 127.0.0.1 (a free port) or a unix socket in
+that directory, and is stopped by PID when the fixture ends, whether the test passed or not.
+
+The web-server configs are the shipped files (nginx/, lighttpd/, apache/) with only known path and port
+strings substituted (``substitute``), never rewritten copies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from flowclient import (  # noqa: E402
+    FlowCrypto,
+    HttpResponse,
+    KeyPair,
+    WhatsAppClient,
+    generate_keypair,
+    http_request,
+    sign,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("FLOWS_FCGI_BIN", str(REPO / ".build" / "debug" / "flows-fcgi")))
+if not BINARY.is_absolute():
+    BINARY = REPO / BINARY
+
+# Known strings in the shipped configs that tests replace.
+SHIPPED_BIN = "/usr/local/bin/flows-fcgi"
+SHIPPED_CONFIG = "/etc/flows-fcgi/flows.env"
+SHIPPED_NGINX_SOCKET = "/run/flows-fcgi/flows-fcgi.sock"
+SHIPPED_LIGHTTPD_SOCKET = "/run/lighttpd/flows-fcgi.socket"
+SHIPPED_LOG = "/var/log/flows-fcgi/flows-fcgi.log"
+PREFIX = "/flows-fcgi"  # the URL prefix the shipped configs route to the responder
+
+# The responder's body cap in the test config: small, so 413 comes from the responder, not nginx (1m).
+TEST_MAX_BODY = 65536
+
+# --------------------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition",
+               interval: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def can_connect(address: tuple[str, int] | str) -> bool:
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(address)
+            return True
+        except OSError:
+            return False
+
+
+def wait_for_listener(address: tuple[str, int] | str, timeout: float = 10.0,
+                      alive: Callable[[], bool] | None = None, log: Path | None = None) -> None:
+    """Wait until something accepts connections on ``address`` (and, if given, ``alive()`` stays true)."""
+    def ready():
+        if alive is not None and not alive():
+            raise RuntimeError(f"process died before listening on {address}"
+                               + (f"; its output:\n{tail(log)}" if log else ""))
+        return can_connect(address)
+    wait_until(ready, timeout, f"a listener on {address}")
+
+
+def substitute(text: str, replacements: dict[str, str]) -> str:
+    """Replace known strings in a shipped config; every one of them must be present."""
+    for old, new in replacements.items():
+        if old not in text:
+            raise AssertionError(f"shipped config no longer contains {old!r}: update the tests")
+        text = text.replace(old, new)
+    return text
+
+
+def install_shipped(src: Path, dst: Path, replacements: dict[str, str], mode: int | None = None) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(substitute(src.read_text(), replacements))
+    if mode is not None:
+        dst.chmod(mode)
+    return dst
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+def socket_fd_count(pid: int) -> int:
+    """Number of socket file descriptors ``pid`` holds (rises by one when it accepts a connection)."""
+    n = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                    n += 1
+            except OSError:
+                pass
+    except OSError:
+        return -1
+    return n
+
+
+def tail(path: Path | str, limit: int = 4000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return f"<{e}>"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Processes, stopped by PID
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    pid: int
+    label: str
+    popen: subprocess.Popen | None = None
+
+
+class Processes:
+    """Processes a fixture started (or adopted, e.g. spawn-fcgi's children); ``stop_all`` ends each by PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[Proc] = []
+
+    def start(self, argv: list[str], label: str, log: Path, env: dict | None = None,
+              cwd: Path | None = None, stdin=subprocess.DEVNULL, **kw) -> subprocess.Popen:
+        out = open(log, "ab")
+        try:
+            popen = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                     cwd=cwd, start_new_session=True, **kw)
+        finally:
+            out.close()
+        self.procs.append(Proc(popen.pid, label, popen))
+        return popen
+
+    def adopt(self, pid: int, label: str) -> None:
+        self.procs.append(Proc(pid, label))
+
+    @staticmethod
+    def stop(proc: Proc, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+        """Signal ``proc`` and wait for it; SIGKILL after ``timeout``. Returns the exit code if known."""
+        if proc.popen is not None:
+            if proc.popen.poll() is None:
+                try:
+                    os.kill(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+                try:
+                    return proc.popen.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    for child in children_of(proc.pid):
+                        try:
+                            os.kill(child, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    os.kill(proc.pid, signal.SIGKILL)
+                    return proc.popen.wait(5)
+            return proc.popen.returncode
+        if pid_alive(proc.pid):
+            try:
+                os.kill(proc.pid, sig)
+            except ProcessLookupError:
+                return None
+            try:
+                wait_until(lambda: not pid_alive(proc.pid), timeout, f"{proc.label} to exit")
+            except TimeoutError:
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        return None
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            try:
+                self.stop(proc)
+            except Exception as e:  # keep stopping the others
+                print(f"could not stop {proc.label} ({proc.pid}): {e}", file=sys.stderr)
+        self.procs.clear()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Session-wide material: binary, keys, secret
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    if not (BINARY.is_file() and os.access(BINARY, os.X_OK)):
+        pytest.fail(f"flows-fcgi binary not found at {BINARY}: build it (swift build) or set FLOWS_FCGI_BIN")
+    return BINARY
+
+
+@pytest.fixture(scope="session")
+def material_dir():
+    # Not under pytest's 0700 tmp dir: the Apache CGI test runs the responder as www-data.
+    d = Path(tempfile.mkdtemp(prefix="flows-it-keys-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def keys(material_dir) -> KeyPair:
+    """The endpoint's key pair: encrypted PKCS#8 with a generated passphrase."""
+    return generate_keypair(str(material_dir), "endpoint")
+
+
+@pytest.fixture(scope="session")
+def old_keys(material_dir) -> KeyPair:
+    """A previous key pair (PKCS#1, legacy DES-EDE3 encryption like Meta's generator) for rotation tests."""
+    return generate_keypair(str(material_dir), "previous", style="pkcs1", passphrase=None)
+
+
+@pytest.fixture(scope="session")
+def stranger_keys(material_dir) -> KeyPair:
+    """A key pair the endpoint does not have: envelopes for it are undecryptable (421)."""
+    return generate_keypair(str(material_dir), "stranger", passphrase=None)
+
+
+@pytest.fixture(scope="session")
+def app_secret() -> str:
+    return secrets.token_hex(16)
+
+
+def write_config(path: Path, keys: KeyPair, app_secret: str, workdir: Path, **extra: str) -> Path:
+    """A ``--config`` file for the responder; ``extra`` adds or overrides KEY=VALUE lines."""
+    values = {
+        "APP_SECRET": app_secret,
+        "PRIVATE_KEY_FILE": keys.private_pem,
+        "DATABASE_URL": f"sqlite:{workdir / 'flows.db'}",
+        "LOG_FILE": str(workdir / "responder.log"),
+        "LOG_LEVEL": "debug",
+        "MAX_BODY_BYTES": str(TEST_MAX_BODY),
+        "SIGNATURE_CHECK": "on",
+    }
+    if keys.passphrase_file:
+        values["PASSPHRASE_FILE"] = keys.passphrase_file
+    values.update(extra)
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items() if v is not None))
+    path.chmod(0o644)
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a responder: no stray settings from the caller's environment."""
+    env = {k: v for k, v in os.environ.items()
+           if k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")}
+    env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------------------------------------
+# A deployment: one web server + responder(s), reachable over HTTP on 127.0.0.1
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    name: str
+    address: tuple[str, int]
+    keys: KeyPair
+    app_secret: str
+    workdir: Path
+    processes: Processes
+    log_files: list[Path] = field(default_factory=list)
+    responder_pids: Callable[[], list[int]] = lambda: []
+    prefix: str = PREFIX
+    # How this web server turns a duplicated signature header into FastCGI/CGI params.
+    duplicate_header_style: str = "repeat"  # or "underscore" (lighttpd)
+    initial_pids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.initial_pids = list(self.responder_pids())
+
+    def path(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    def client(self, keys: KeyPair | None = None, secret: str | None = None) -> WhatsAppClient:
+        keys = keys or self.keys
+        return WhatsAppClient(self.address, keys.public_key(), secret or self.app_secret)
+
+    def request(self, method: str, suffix: str, body: bytes = b"",
+                headers: Iterable[tuple[str, str]] = ()) -> HttpResponse:
+        return http_request(self.address, method, self.path(suffix), body, list(headers))
+
+    def post_signed(self, suffix: str, body: bytes, secret: str | None = None) -> HttpResponse:
+        return self.request("POST", suffix, body, [
+            ("Content-Type", "application/json"),
+            ("X-Hub-Signature-256", sign(secret or self.app_secret, body)),
+        ])
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p} ---\n{tail(p)}" for p in self.log_files)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, attach the tails of the deployment's logs (web server error log, responder log)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Deployment):
+                report.sections.append((f"logs of {value.name}", value.logs()))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Web servers
+# --------------------------------------------------------------------------------------------------------
+
+NGINX_OUTER = """\
+# Test harness around the shipped site: root workers (sockets live in 0700 temp dirs), files in {dir}.
+user root;
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {dir}/nginx-access.log;
+    client_body_temp_path {dir}/tmp/body;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    proxy_temp_path {dir}/tmp/proxy;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+{extra}
+    include sites-enabled/flows-fcgi;
+}}
+"""
+
+
+def start_nginx(workdir: Path, processes: Processes, fastcgi_pass: str, extra_http: str = "") -> tuple[str, int]:
+    """nginx with the shipped example site + snippet; ``fastcgi_pass`` replaces the snippet's socket.
+
+    ``fastcgi_pass`` is ``unix:/path`` or ``127.0.0.1:PORT``. ``extra_http`` goes into the harness's http
+    block (inherited by the shipped server and location).
+    """
+    d = workdir / "nginx"
+    (d / "tmp").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    install_shipped(REPO / "nginx" / "flows-fcgi.conf", d / "snippets" / "flows-fcgi.conf",
+                    {f"unix:{SHIPPED_NGINX_SOCKET}": fastcgi_pass})
+    install_shipped(REPO / "nginx" / "example-site.conf", d / "sites-enabled" / "flows-fcgi", {
+        "listen 80;": f"listen 127.0.0.1:{port};",
+        "/var/log/nginx/": f"{d}/",
+    })
+    shutil.copy("/etc/nginx/fastcgi_params", d / "fastcgi_params")
+    conf = d / "nginx.conf"
+    conf.write_text(NGINX_OUTER.format(dir=d, extra=extra_http))
+    test = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", str(d), "-e", str(d / "nginx-error.log")],
+                          capture_output=True, text=True)
+    assert test.returncode == 0, f"nginx -t failed:\n{test.stderr}"
+    popen = processes.start(["nginx", "-c", str(conf), "-p", str(d), "-e", str(d / "nginx-error.log")],
+                            "nginx", d / "nginx.out")
+    wait_for_listener(("127.0.0.1", port), alive=lambda: popen.poll() is None, log=d / "nginx-error.log")
+    return ("127.0.0.1", port)
+
+
+def nginx_logs(workdir: Path) -> list[Path]:
+    d = workdir / "nginx"
+    return [d / "nginx-error.log", d / "flows-fcgi.error.log", d / "nginx.out"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Responders
+# --------------------------------------------------------------------------------------------------------
+
+
+def start_spawn_fcgi(binary: Path, config: Path, workdir: Path, processes: Processes,
+                     count: int = 2, threads: int | None = None) -> tuple[str, list[int]]:
+    """The shipped nginx/spawn-fcgi.sh (its environment settings point into ``workdir``); returns
+    (socket path, PIDs)."""
+    sock = workdir / "flows-fcgi.sock"
+    pidfile = workdir / "flows-fcgi.pid"
+    env = clean_env(
+        FLOWS_FCGI_BIN=str(binary),
+        FLOWS_FCGI_CONFIG=str(config),
+        FLOWS_FCGI_SOCKET=str(sock),
+        FLOWS_FCGI_LOG=str(workdir / "responder.log"),
+        FLOWS_FCGI_PIDFILE=str(pidfile),
+        FLOWS_FCGI_PROCESSES=str(count),
+    )
+    if threads:
+        env["FLOWS_FCGI_THREADS"] = str(threads)
+    result = subprocess.run(["sh", str(REPO / "nginx" / "spawn-fcgi.sh"), "start"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    pids = [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []
+    for pid in pids:
+        processes.adopt(pid, "flows-fcgi (spawn-fcgi)")
+    assert result.returncode == 0, f"spawn-fcgi.sh failed: {result.stdout}{result.stderr}"
+    assert len(pids) == count, f"expected {count} PIDs in {pidfile}, got {pids}: {result.stdout}"
+    return str(sock), pids
+
+
+def start_listen(binary: Path, config: Path, workdir: Path, processes: Processes, listen: str,
+                 extra_args: Iterable[str] = (), env: dict | None = None,
+                 label: str = "flows-fcgi --listen") -> subprocess.Popen:
+    """``flows-fcgi --listen ADDRESS`` on its own socket, waits until it accepts connections."""
+    argv = [str(binary), "--config", str(config), "--listen", listen, *extra_args]
+    popen = processes.start(argv, label, workdir / "responder.out", env=env or clean_env())
+    if listen.startswith("unix:"):
+        address: tuple[str, int] | str = listen[len("unix:"):]
+    else:
+        host, _, port = listen.rpartition(":")
+        address = (host, int(port))
+    try:
+        wait_for_listener(address, alive=lambda: popen.poll() is None)
+    except RuntimeError:
+        raise AssertionError(f"{' '.join(argv)} exited with {popen.returncode}:\n"
+                             f"{tail(workdir / 'responder.out')}")
+    return popen
+
+
+def shipped_unit_value(unit: str, key: str) -> str:
+    for line in (REPO / "nginx" / unit).read_text().splitlines():
+        if line.startswith(key + "="):
+            return line[len(key) + 1:].strip()
+    raise AssertionError(f"{key}= not found in nginx/{unit}")
+
+
+def start_socket_activated(binary: Path, config: Path, workdir: Path, processes: Processes) -> tuple[str, subprocess.Popen]:
+    """The shipped unit pair run by ``systemd-socket-activate``: ListenStream from flows-fcgi.socket (path
+    substituted), ExecStart from flows-fcgi.service (binary and config substituted). The responder gets
+    the socket as fd 3 with LISTEN_FDS=1 and LISTEN_PID=its own pid."""
+    listen = shipped_unit_value("flows-fcgi.socket", "ListenStream")
+    assert listen == SHIPPED_NGINX_SOCKET, listen
+    sock = str(workdir / "activated.sock")
+    exec_start = substitute(shipped_unit_value("flows-fcgi.service", "ExecStart"),
+                            {SHIPPED_BIN: str(binary), SHIPPED_CONFIG: str(config)})
+    argv = ["systemd-socket-activate", "-l", sock, "--", *shlex.split(exec_start)]
+    popen = processes.start(argv, "flows-fcgi (socket-activated)", workdir / "responder.out", env=clean_env())
+    # systemd-socket-activate listens first and execs the responder on the first connection.
+    wait_for_listener(sock, alive=lambda: popen.poll() is None, log=workdir / "responder.out")
+    return sock, popen
+
+
+# --------------------------------------------------------------------------------------------------------
+# Deployment fixtures (one per serving mode); module-scoped so each module starts its servers once
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def processes():
+    procs = Processes()
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_processes():
+    procs = Processes()
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory, request) -> Path:
+    return tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+
+
+def make_deployment(kind: str, binary: Path, keys: KeyPair, app_secret: str, workdir: Path,
+                    processes: Processes, **config_extra: str) -> Deployment:
+    """Start ``kind``: nginx+spawn-fcgi, lighttpd, nginx+systemd, nginx+listen-unix, nginx+listen-tcp,
+    apache-cgi."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_config(workdir / "flows.env", keys, app_secret, workdir, **config_extra)
+    logs = [workdir / "responder.log", workdir / "responder.out"]
+    if kind == "nginx+spawn-fcgi":
+        sock, pids = start_spawn_fcgi(binary, config, workdir, processes, count=2)
+        address = start_nginx(workdir, processes, f"unix:{sock}")
+        return Deployment(kind, address, keys, app_secret, workdir, processes, nginx_logs(workdir) + logs,
+                          lambda: [p for p in pids if pid_alive(p)])
+    if kind == "nginx+systemd":
+        sock, popen = start_socket_activated(binary, config, workdir, processes)
+        address = start_nginx(workdir, processes, f"unix:{sock}")
+        return Deployment(kind, address, keys, app_secret, workdir, processes, nginx_logs(workdir) + logs,
+                          lambda: [popen.pid] if popen.poll() is None else [])
+    if kind == "nginx+listen-unix":
+        sock = workdir / "own.sock"
+        popen = start_listen(binary, config, workdir, processes, f"unix:{sock}",
+                             ["--socket-mode", "0660", "--threads", "2"])
+        address = start_nginx(workdir, processes, f"unix:{sock}")
+        return Deployment(kind, address, keys, app_secret, workdir, processes, nginx_logs(workdir) + logs,
+                          lambda: [popen.pid] if popen.poll() is None else [])
+    if kind == "nginx+listen-tcp":
+        port = free_port()
+        popen = start_listen(binary, config, workdir, processes, f"127.0.0.1:{port}",
+                             ["--processes", "2", "--backlog", "64"])
+        address = start_nginx(workdir, processes, f"127.0.0.1:{port}")
+        return Deployment(kind, address, keys, app_secret, workdir, processes, nginx_logs(workdir) + logs,
+                          lambda: [popen.pid] if popen.poll() is None else [])
+    if kind == "lighttpd":
+        return start_lighttpd(binary, config, workdir, processes, keys, app_secret, logs)
+    if kind == "apache-cgi":
+        return start_apache(binary, workdir, processes, keys, app_secret, config_extra)
+    raise ValueError(kind)
+
+
+LIGHTTPD_OUTER = """\
+# Test harness around the shipped lighttpd/flows-fcgi.conf; runs as root, files in {dir}.
+server.document-root = "{dir}/htdocs"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.errorlog = "{dir}/lighttpd-error.log"
+server.upload-dirs = ( "{dir}/tmp" )
+include "flows-fcgi.conf"
+"""
+
+
+def start_lighttpd(binary: Path, config: Path, workdir: Path, processes: Processes, keys: KeyPair,
+                   app_secret: str, logs: list[Path]) -> Deployment:
+    d = workdir / "lighttpd"
+    for sub in ("htdocs", "tmp"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    install_shipped(REPO / "lighttpd" / "flows-fcgi.conf", d / "flows-fcgi.conf", {
+        SHIPPED_LIGHTTPD_SOCKET: str(d / "flows-fcgi.socket"),
+        SHIPPED_BIN: str(binary),
+        SHIPPED_CONFIG: str(config),
+        SHIPPED_LOG: str(workdir / "responder.log"),
+    })
+    conf = d / "lighttpd.conf"
+    conf.write_text(LIGHTTPD_OUTER.format(dir=d, port=port))
+    test = subprocess.run(["lighttpd", "-tt", "-f", str(conf)], capture_output=True, text=True)
+    assert test.returncode == 0, f"lighttpd -tt failed:\n{test.stdout}{test.stderr}"
+    popen = processes.start(["lighttpd", "-D", "-f", str(conf)], "lighttpd", d / "lighttpd.out")
+    wait_for_listener(("127.0.0.1", port), alive=lambda: popen.poll() is None, log=d / "lighttpd-error.log")
+
+    def backends() -> list[int]:
+        return [p for p in children_of(popen.pid) if _exe_is(p, binary)]
+
+    # lighttpd spawned max-procs responders; adopt them so they are stopped even if lighttpd is not.
+    for pid in wait_until(lambda: len(backends()) >= 2 and backends(), 10, "lighttpd's two responders"):
+        processes.adopt(pid, "flows-fcgi (lighttpd bin-path)")
+    return Deployment("lighttpd", ("127.0.0.1", port), keys, app_secret, workdir, processes,
+                      [d / "lighttpd-error.log", d / "lighttpd.out", *logs], backends,
+                      duplicate_header_style="underscore")
+
+
+def _exe_is(pid: int, binary: Path) -> bool:
+    try:
+        return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(binary)
+    except OSError:
+        return False
+
+
+APACHE_OUTER = """\
+# Test harness: a minimal Apache serving {dir}/htdocs, where the shipped apache/ files are installed.
+ServerRoot "/etc/apache2"
+ServerName localhost
+DefaultRuntimeDir "{dir}/run"
+PidFile "{dir}/run/httpd.pid"
+Mutex file:{dir}/run default
+LoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
+TypesConfig /dev/null
+LoadModule cgi_module /usr/lib/apache2/modules/mod_cgi.so
+LoadModule rewrite_module /usr/lib/apache2/modules/mod_rewrite.so
+StartServers 1
+MinSpareServers 1
+MaxSpareServers 2
+User www-data
+Group www-data
+Listen 127.0.0.1:{port}
+ErrorLog "{dir}/apache-error.log"
+LogLevel warn
+DocumentRoot "{dir}/htdocs"
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory "{dir}/htdocs">
+    AllowOverride All
+    Require all granted
+</Directory>
+"""
+
+
+def start_apache(binary: Path, workdir: Path, processes: Processes, keys: KeyPair, app_secret: str,
+                 config_extra: dict) -> Deployment:
+    """Apache (prefork + mod_cgi) with the shipped .htaccess and flows.cgi in htdocs/flows-fcgi/.
+
+    Apache refuses to run its children as root, so the CGI runs as www-data: everything it touches lives
+    in a world-traversable directory outside pytest's 0700 tmp dir, and the data directory belongs to
+    www-data.
+    """
+    if shutil.which("apache2") is None:
+        pytest.skip("apache2 is not installed (apt-get install apache2)")
+    d = Path(tempfile.mkdtemp(prefix="flows-it-apache-"))
+    processes_cleanup_dirs.append(d)
+    d.chmod(0o755)
+    (d / "run").mkdir()
+    data = d / "data"
+    data.mkdir()
+    shutil.chown(data, "www-data", "www-data")
+    private_copy = d / "private.pem"
+    shutil.copy(keys.private_pem, private_copy)
+    shutil.chown(private_copy, "www-data", "www-data")
+    os.chmod(private_copy, 0o600)
+    extra = dict(config_extra)
+    extra.setdefault("LOG_FILE", str(data / "responder.log"))
+    config = write_config(d / "flows.env", KeyPair(str(private_copy), keys.public_pem, keys.passphrase,
+                                                   keys.passphrase_file), app_secret, data, **extra)
+    if keys.passphrase_file:
+        pass_copy = d / "passphrase.txt"
+        shutil.copy(keys.passphrase_file, pass_copy)
+        shutil.chown(pass_copy, "www-data", "www-data")
+        os.chmod(pass_copy, 0o600)
+        config.write_text(config.read_text().replace(keys.passphrase_file, str(pass_copy)))
+    site = d / "htdocs" / "flows-fcgi"
+    site.mkdir(parents=True)
+    shutil.copy(REPO / "apache" / ".htaccess", site / ".htaccess")
+    install_shipped(REPO / "apache" / "flows.cgi", site / "flows.cgi",
+                    {SHIPPED_BIN: str(binary), SHIPPED_CONFIG: str(config)}, mode=0o755)
+    for p in d.rglob("*"):
+        if p.is_dir():
+            p.chmod(p.stat().st_mode | 0o755)
+    port = free_port()
+    conf = d / "httpd.conf"
+    conf.write_text(APACHE_OUTER.format(dir=d, port=port))
+    test = subprocess.run(["apache2", "-t", "-f", str(conf)], capture_output=True, text=True)
+    assert test.returncode == 0, f"apache2 -t failed:\n{test.stdout}{test.stderr}"
+    popen = processes.start(["apache2", "-f", str(conf), "-DFOREGROUND"], "apache2", d / "apache.out",
+                            env=clean_env())
+    wait_for_listener(("127.0.0.1", port), alive=lambda: popen.poll() is None, log=d / "apache-error.log")
+    return Deployment("apache-cgi", ("127.0.0.1", port), keys, app_secret, d, processes,
+                      [d / "apache-error.log", d / "apache.out", data / "responder.log"],
+                      lambda: [], duplicate_header_style="merged")
+
+
+processes_cleanup_dirs: list[Path] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for d in processes_cleanup_dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+DEPLOYMENTS = ["nginx+spawn-fcgi", "lighttpd", "nginx+systemd", "nginx+listen-unix", "nginx+listen-tcp",
+               "apache-cgi"]
+
+
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def deployment(request, binary, keys, app_secret, tmp_path_factory) -> Deployment:
+    """Each serving mode in turn, started once per module and stopped by PID afterwards."""
+    processes = Processes()
+    workdir = tmp_path_factory.mktemp(request.param.replace("+", "-"))
+    try:
+        dep = make_deployment(request.param, binary, keys, app_secret, workdir, processes)
+    except BaseException:
+        processes.stop_all()
+        raise
+    yield dep
+    processes.stop_all()
+
+
+@pytest.fixture
+def crypto_for(keys, stranger_keys):
+    return {"endpoint": FlowCrypto.from_file(keys.public_pem),
+            "stranger": FlowCrypto.from_file(stranger_keys.public_pem)}
