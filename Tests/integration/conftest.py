@@ -168,6 +168,41 @@ def tail(path: Path | str, limit: int = 4000) -> str:
         return f"<{e}>"
 
 
+def parse_cgi_output(raw: bytes) -> HttpResponse:
+    """A CGI/FastCGI responder's output (``Status:`` line, headers, blank line, body) as a response."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, body = raw.partition(b"\n\n")
+    headers = []
+    for line in head.decode("latin-1").splitlines():
+        k, _, v = line.partition(":")
+        headers.append((k.strip(), v.strip()))
+    status = 200
+    for k, v in headers:
+        if k.lower() == "status":
+            status = int(v.split()[0])
+    return HttpResponse(status, "", [(k, v) for k, v in headers if k.lower() != "status"], body)
+
+
+def fcgi_request(sock: str | tuple[str, int], method: str, path: str, body: bytes = b"",
+                 headers: Iterable[tuple[str, str]] = (), timeout: float = 10.0) -> HttpResponse:
+    """One FastCGI request straight to a responder socket, with libfcgi's ``cgi-fcgi`` as the client
+    (no web server). ``headers`` become ``HTTP_*`` params."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REQUEST_METHOD": method, "SCRIPT_NAME": path,
+           "REQUEST_URI": path, "SERVER_PROTOCOL": "HTTP/1.1", "GATEWAY_INTERFACE": "CGI/1.1"}
+    if body or method == "POST":
+        env["CONTENT_LENGTH"] = str(len(body))
+        env["CONTENT_TYPE"] = "application/json"
+    for k, v in headers:
+        env["HTTP_" + k.upper().replace("-", "_")] = v
+    target = sock if isinstance(sock, str) else f"{sock[0]}:{sock[1]}"
+    result = subprocess.run(["cgi-fcgi", "-bind", "-connect", target], input=body, env=env,
+                            capture_output=True, timeout=timeout)
+    if result.returncode != 0 and not result.stdout:
+        raise ConnectionError(f"cgi-fcgi -connect {target} failed ({result.returncode}): {result.stderr!r}")
+    return parse_cgi_output(result.stdout)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Processes, stopped by PID
 # --------------------------------------------------------------------------------------------------------
