@@ -142,19 +142,28 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def socket_fd_count(pid: int) -> int:
-    """Number of socket file descriptors ``pid`` holds (rises by one when it accepts a connection)."""
-    n = 0
+def socket_inodes(pid: int) -> set[str]:
+    """The sockets ``pid`` holds (``socket:[inode]``); a new one appears when it accepts a connection.
+
+    Compare sets, not counts: a connection that just answered may still be open for a moment."""
+    found = set()
     try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
-                    n += 1
-            except OSError:
-                pass
+        fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return -1
-    return n
+        return found
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:"):
+            found.add(link)
+    return found
+
+
+def wait_for_accept(pid: int, before: set[str], timeout: float = 10.0) -> set[str]:
+    """Wait until ``pid`` holds a socket it did not hold in ``before`` (it accepted a connection)."""
+    return wait_until(lambda: socket_inodes(pid) - before, timeout, f"process {pid} to accept a connection")
 
 
 def tail(path: Path | str, limit: int = 4000) -> str:
@@ -391,6 +400,10 @@ class Deployment:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p} ---\n{tail(p)}" for p in self.log_files)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "expense: the expense flow journey (skipped if the binary lacks the flow)")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -288,7 +288,8 @@ class HttpConnection:
             self.sock.sendall(chunk)
             time.sleep(pause)
 
-    def read_response(self) -> HttpResponse:
+    def read_response(self, head_only: bool = False) -> HttpResponse:
+        """Read one response; ``head_only`` for answers to HEAD (headers, no body)."""
         buf = bytearray()
         while b"\r\n\r\n" not in buf:
             chunk = self.sock.recv(65536)
@@ -308,7 +309,9 @@ class HttpConnection:
         te = (response.header("Transfer-Encoding") or "").lower()
         length = response.header("Content-Length")
         body = bytearray(rest)
-        if "chunked" in te:
+        if head_only or response.status in (204, 304) or 100 <= response.status < 200:
+            response.body = b""
+        elif "chunked" in te:
             response.body = self._read_chunked(body)
         elif length is not None:
             n = int(length)
@@ -377,7 +380,7 @@ def http_request(
         conn.send_head(method, path, headers, len(body) if has_body else None)
         if body:
             conn.send(body)
-        return conn.read_response()
+        return conn.read_response(head_only=method == "HEAD")
 
 
 # --------------------------------------------------------------------------------------------------------

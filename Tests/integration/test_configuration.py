@@ -99,5 +99,8 @@ def test_body_limit(binary, keys, app_secret, tmp_path, how):
     assert cgi(binary, small.body, sign(app_secret, small.body), env, args).status == 200
     big = FlowCrypto.from_file(keys.public_pem).encrypt(PING, extra={"padding": "x" * 3000})
     assert cgi(binary, big.body, sign(app_secret, big.body), env, args).status == 413
+    # The option wins over the environment.
+    if how == "option":
+        assert cgi(binary, big.body, sign(app_secret, big.body), {"MAX_BODY_BYTES": "100000"}, args).status == 413
     # Without a limit set, the default (1 MiB) lets the 5 KB body through.
     assert cgi(binary, big.body, sign(app_secret, big.body), {}, ["--config", str(config)]).status == 200

@@ -23,12 +23,13 @@ from conftest import (
     fcgi_request,
     free_port,
     pid_alive,
-    socket_fd_count,
+    socket_inodes,
     start_listen,
     start_nginx,
     start_socket_activated,
     start_spawn_fcgi,
     tail,
+    wait_for_accept,
     wait_until,
     write_config,
 )
@@ -68,7 +69,7 @@ def test_sigterm_during_slow_request_completes_it_then_exits_0(mode, binary, key
     address = start_nginx(tmp_path, processes, f"unix:{sock}", extra_http=UNBUFFERED)
     # One request first: it also makes systemd-socket-activate exec the responder.
     assert_ping_ok(address, keys, app_secret)
-    baseline = socket_fd_count(responder.pid)
+    before = socket_inodes(responder.pid)
 
     ctx, headers = signed_ping(keys, app_secret)
     half = len(ctx.body) // 2
@@ -76,7 +77,7 @@ def test_sigterm_during_slow_request_completes_it_then_exits_0(mode, binary, key
         conn.send_head("POST", FLOW, headers, len(ctx.body))
         conn.send(ctx.body[:half])
         # The responder has accepted nginx's connection: the request is in flight there.
-        wait_until(lambda: socket_fd_count(responder.pid) > baseline, 10, "the responder to accept the request")
+        wait_for_accept(responder.pid, before)
         os.kill(responder.pid, signal.SIGTERM)
         time.sleep(0.3)  # let the signal land while the body is still incomplete (not a synchronisation)
         assert responder.poll() is None, "the responder exited with a request in flight"
@@ -139,17 +140,17 @@ def test_client_disconnect_mid_request_then_next_request_is_served(mode, binary,
         pid = pids[0]
     address = start_nginx(tmp_path, processes, f"unix:{sock}", extra_http=UNBUFFERED)
     assert_ping_ok(address, keys, app_secret)
-    baseline = socket_fd_count(pid)
+    before = socket_inodes(pid)
 
     # 1. Hang up in the middle of the body, while the responder is reading it.
     ctx, headers = signed_ping(keys, app_secret)
     conn = HttpConnection(address)
     conn.send_head("POST", FLOW, headers, len(ctx.body))
     conn.send(ctx.body[: len(ctx.body) // 3])
-    wait_until(lambda: socket_fd_count(pid) > baseline, 10, "the responder to accept the request")
+    accepted = wait_for_accept(pid, before)
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
     conn.close()
-    wait_until(lambda: socket_fd_count(pid) == baseline, 10, "the responder to drop the aborted request")
+    wait_until(lambda: not (socket_inodes(pid) & accepted), 10, "the responder to drop the aborted request")
     assert pid_alive(pid)
     assert_ping_ok(address, keys, app_secret, timeout=5)
 
@@ -182,7 +183,8 @@ def test_listen_refuses_live_socket_and_replaces_stale_one(binary, keys, app_sec
     # A second responder on the same path must not steal the live socket.
     second = subprocess.run([str(binary), "--config", str(config), "--listen", f"unix:{sock}"],
                             env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15)
-    assert second.returncode != 0, f"second responder on a live socket started: {second}"
+    # README: exit status 1 for a runtime failure such as a socket in use.
+    assert second.returncode == 1, f"second responder on a live socket: {second}"
     assert first.poll() is None
     assert fcgi_request(str(sock), "GET", "/health").status == 200, "the live socket was replaced"
 
@@ -223,7 +225,7 @@ def test_listen_tcp_port_in_use_fails(binary, keys, app_secret, tmp_path):
         result = subprocess.run([str(binary), "--config", str(config), "--listen", f"127.0.0.1:{port}"],
                                 env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                 timeout=15)
-    assert result.returncode != 0, result
+    assert result.returncode == 1, result
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -250,7 +252,8 @@ def test_missing_app_secret_refuses_to_start(binary, keys, app_secret, tmp_path)
     sock = tmp_path / "own.sock"
     result = subprocess.run([str(binary), "--config", str(config), "--listen", f"unix:{sock}"],
                             env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15)
-    assert result.returncode not in (0, None), result
+    # README: exit status 78 (EX_CONFIG) for a configuration error.
+    assert result.returncode == 78, result
     assert "APP_SECRET" in result.stderr, result
     assert not sock.exists()
 

@@ -30,6 +30,8 @@ def test_health(deployment: Deployment):
     r = deployment.request("GET", "/health")
     assert r.status == 200, r
     assert r.body.strip() == b"ok", r
+    r = deployment.request("HEAD", "/health")
+    assert r.status == 200, r
 
 
 def test_ping(deployment: Deployment):
