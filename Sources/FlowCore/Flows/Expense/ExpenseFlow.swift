@@ -222,7 +222,7 @@ public struct ExpenseFlow: Flow {
 
     /// The form again, keeping what the user typed where it can be shown back.
     private func rejected(_ data: [String: JSONValue], today: String, message: String) -> FlowAnswer {
-        let amount = data["amount"]?.stringValue.map { String($0.prefix(40)) } ?? ""
+        let amount = data["amount"]?.stringValue.map { String($0.prefix(20)) } ?? ""  // the input's max-chars
         let category = data["category"]?.stringValue.flatMap { id in categories.contains { $0.id == id } ? id : nil }
         let description = data["description"]?.stringValue
             .map { String($0.prefix(ExpenseFlow.maxDescriptionCharacters)) }
