@@ -165,9 +165,9 @@ def children_of(parent_pid_file: str) -> list[int]:
         return [int(line) for line in f.read().split()]
 
 
-def cgi_wall_ms(binary: str, env: dict, body: bytes, secret: str, rounds: int = 30) -> tuple[float, float]:
+def cgi_wall_ms(binary: str, env: dict, body: bytes, secret: str, flow: str, rounds: int = 30) -> tuple[float, float]:
     cgi_env = dict(env, GATEWAY_INTERFACE="CGI/1.1", REQUEST_METHOD="POST", SCRIPT_NAME="/cgi-bin/flows.cgi",
-                   PATH_INFO="/flows/appointment", CONTENT_LENGTH=str(len(body)),
+                   PATH_INFO=f"/flows/{flow}", CONTENT_LENGTH=str(len(body)),
                    HTTP_X_HUB_SIGNATURE_256=sign(secret, body))
     times = []
     for _ in range(rounds):
@@ -268,7 +268,7 @@ def main() -> None:
         m = re.search(r"rsa 2048 bits\s+[\d.]+s\s+[\d.]+s\s+([\d.]+)\s+([\d.]+)", speed)
         sign_per_s = float(m.group(1)) if m else float("nan")
         cgi_body = init_raw[0].split(b"\r\n\r\n", 1)[1]
-        cgi_median, cgi_min = cgi_wall_ms(args.binary, env, cgi_body, secret)
+        cgi_median, cgi_min = cgi_wall_ms(args.binary, env, cgi_body, secret, args.flow)
 
         floor16, floor1 = results[("floor", 16)], results[("floor", 1)]
         ratio = lambda name: results[(name, 16)]["rps"] / floor16["rps"]  # noqa: E731
