@@ -161,27 +161,17 @@ private func openTCPListener(_ address: String, options: Options) throws(Startup
     let fd: Int32
     let bound: Bool
     if inet_pton(AF_INET, host, &v4) == 1 {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian
         addr.sin_addr = v4
-        bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
+        (fd, bound) = bindTCP(family: AF_INET, address: &addr)
     } else if inet_pton(AF_INET6, host, &v6) == 1 {
-        fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_in6()
         addr.sin6_family = sa_family_t(AF_INET6)
         addr.sin6_port = port.bigEndian
         addr.sin6_addr = v6
-        bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0 }
-        }
+        (fd, bound) = bindTCP(family: AF_INET6, address: &addr)
     } else {
         throw StartupError(message: "--listen \(address): '\(host)' is not an IP address", status: 1)
     }
@@ -191,4 +181,18 @@ private func openTCPListener(_ address: String, options: Options) throws(Startup
         throw StartupError(message: "--listen \(address): cannot bind: \(text)", status: 1)
     }
     return .ownSocket(fd: fd, description: address, unixPath: nil)
+}
+
+/// A TCP socket with SO_REUSEADDR bound to `address` (a `sockaddr_in` or `sockaddr_in6`).
+private func bindTCP<Address>(family: Int32, address: inout Address) -> (fd: Int32, bound: Bool) {
+    let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return (fd, false) }
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<Address>.size)) == 0
+        }
+    }
+    return (fd, bound)
 }

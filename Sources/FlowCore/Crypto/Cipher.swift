@@ -22,34 +22,25 @@ extension PrivateKey {
     /// RSA-OAEP decryption with SHA-256 as OAEP and MGF1 hash and an empty label.
     /// `nil` when it fails (wrong key, damaged ciphertext).
     public func oaepDecrypt(_ ciphertext: [UInt8]) -> [UInt8]? {
-        guard let ctx = EVP_PKEY_CTX_new(pkey, nil) else { return nil }
-        defer { EVP_PKEY_CTX_free(ctx) }
-        guard EVP_PKEY_decrypt_init(ctx) == 1, setOAEP(ctx) else {
-            clearOpenSSLErrors()
-            return nil
-        }
-        var out = [UInt8](repeating: 0, count: Int(EVP_PKEY_get_size(pkey)))
-        var outLength = out.count
-        let ok = EVP_PKEY_decrypt(ctx, &out, &outLength, ciphertext, ciphertext.count)
-        guard ok == 1 else {
-            clearOpenSSLErrors()
-            return nil
-        }
-        out.removeSubrange(outLength...)
-        return out
+        oaep(ciphertext, init: EVP_PKEY_decrypt_init, run: EVP_PKEY_decrypt)
     }
 
     /// RSA-OAEP encryption with the public half (SHA-256 OAEP and MGF1), as WhatsApp clients do.
     public func oaepEncrypt(_ plaintext: [UInt8]) -> [UInt8]? {
+        oaep(plaintext, init: EVP_PKEY_encrypt_init, run: EVP_PKEY_encrypt)
+    }
+
+    /// One OAEP operation (`init` + `run` are the decrypt or the encrypt pair) with a fresh context.
+    private func oaep(
+        _ input: [UInt8],
+        init initialise: (OpaquePointer?) -> Int32,
+        run: (OpaquePointer?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<Int>?, UnsafePointer<UInt8>?, Int) -> Int32
+    ) -> [UInt8]? {
         guard let ctx = EVP_PKEY_CTX_new(pkey, nil) else { return nil }
         defer { EVP_PKEY_CTX_free(ctx) }
-        guard EVP_PKEY_encrypt_init(ctx) == 1, setOAEP(ctx) else {
-            clearOpenSSLErrors()
-            return nil
-        }
         var out = [UInt8](repeating: 0, count: Int(EVP_PKEY_get_size(pkey)))
         var outLength = out.count
-        guard EVP_PKEY_encrypt(ctx, &out, &outLength, plaintext, plaintext.count) == 1 else {
+        guard initialise(ctx) == 1, setOAEP(ctx), run(ctx, &out, &outLength, input, input.count) == 1 else {
             clearOpenSSLErrors()
             return nil
         }
