@@ -2,6 +2,7 @@
 public enum FlowRegistry {
     /// Every flow, by registration order.
     public static let all: [FlowFactory] = [
+        AppointmentFlow.factory,
         ExpenseFlow.factory,
     ]
 }

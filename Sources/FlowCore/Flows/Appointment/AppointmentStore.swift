@@ -1,0 +1,286 @@
+/// One booking, as the operator lists it.
+public struct AppointmentBooking: Sendable, Equatable {
+    /// Whether the booking still holds its slot.
+    public enum Status: String, Sendable {
+        /// Holds its slot.
+        case booked
+        /// Cancelled by the operator; the slot is free again.
+        case cancelled
+    }
+
+    /// The booking id, also sent to the business as `booking_id`.
+    public let id: Int64
+    /// When it was booked, in seconds since the epoch.
+    public let createdAt: Int64
+    /// The flow token of the session that booked it (it arrives again in the `nfm_reply` webhook).
+    public let flowToken: String
+    /// The department id.
+    public let department: String
+    /// The location id.
+    public let location: String
+    /// The day, `YYYY-MM-DD` in the business time zone.
+    public let date: String
+    /// The start, `HH:MM` in the business time zone.
+    public let time: String
+    /// The start in seconds since the epoch.
+    public let startsAt: Int64
+    /// The business time zone's offset from UTC at the start, in seconds.
+    public let utcOffsetSeconds: Int
+    /// The customer's name.
+    public let name: String
+    /// The customer's email address.
+    public let email: String
+    /// The customer's phone number, as entered.
+    public let phone: String
+    /// The customer's further details (empty when none).
+    public let moreDetails: String
+    /// Booked or cancelled.
+    public let status: Status
+    /// When it was cancelled, if it was.
+    public let cancelledAt: Int64?
+
+    /// The start as ISO 8601 local time with its offset, e.g. `2026-03-02T11:30:00+00:00`.
+    public var startsAtText: String {
+        let offset = abs(utcOffsetSeconds) / 60
+        let sign = utcOffsetSeconds < 0 ? "-" : "+"
+        return "\(date)T\(time):00\(sign)\(twoDigits(offset / 60)):\(twoDigits(offset % 60))"
+    }
+}
+
+/// What `AppointmentStore.cancel` did.
+public enum AppointmentCancellation: Sendable, Equatable {
+    /// The booking is now cancelled and its slot free.
+    case cancelled(AppointmentBooking)
+    /// It was cancelled before; nothing changed.
+    case alreadyCancelled(AppointmentBooking)
+    /// No booking has that id.
+    case notFound
+}
+
+/// The choices made on the APPOINTMENT screen, as far as they go.
+struct AppointmentChoices: Sendable, Equatable {
+    var department: String?
+    var location: String?
+    var date: String?
+    var time: String?
+}
+
+/// A session of the appointment flow, keyed by flow token.
+struct AppointmentSession: Sendable, Equatable {
+    /// When the token was first seen.
+    let createdAt: Int64
+    /// The last choices made (for BACK).
+    let choices: AppointmentChoices
+    /// True once a booking was made with the token.
+    let completed: Bool
+    /// The booking made, when completed.
+    let bookingID: Int64?
+    /// SHA-256 (hex) of the canonical confirm request that completed it, to recognise an identical retry.
+    let submission: String?
+}
+
+/// The appointment flow's tables (`appointment_bookings`, `appointment_sessions`) and the operator's list and cancel.
+///
+/// Every write runs in a `BEGIN IMMEDIATE` transaction, so concurrent processes serialise on the write lock and a
+/// check followed by an insert in one transaction never double-books.
+public enum AppointmentStore {
+    /// The schema, applied when a worker opens its database.
+    public static let migrations: [Migration] = [
+        Migration(id: "appointment-1", sql: """
+            CREATE TABLE appointment_bookings (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                created_at INTEGER NOT NULL,
+                flow_token TEXT NOT NULL UNIQUE,
+                department TEXT NOT NULL,
+                location TEXT NOT NULL,
+                date TEXT NOT NULL,
+                time TEXT NOT NULL,
+                starts_at INTEGER NOT NULL,
+                utc_offset INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                email TEXT NOT NULL,
+                phone TEXT NOT NULL,
+                more_details TEXT NOT NULL DEFAULT '',
+                status TEXT NOT NULL DEFAULT 'booked' CHECK (status IN ('booked', 'cancelled')),
+                cancelled_at INTEGER
+            );
+            CREATE INDEX appointment_bookings_slot ON appointment_bookings (location, department, date, time)
+                WHERE status = 'booked';
+            CREATE INDEX appointment_bookings_date ON appointment_bookings (date, time);
+            CREATE TABLE appointment_sessions (
+                flow_token TEXT PRIMARY KEY,
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                department TEXT,
+                location TEXT,
+                date TEXT,
+                time TEXT,
+                completed INTEGER NOT NULL DEFAULT 0 CHECK (completed IN (0, 1)),
+                completed_at INTEGER,
+                booking_id INTEGER REFERENCES appointment_bookings (id),
+                submission TEXT
+            );
+            """),
+    ]
+
+    /// Runs `body` in a `BEGIN IMMEDIATE` transaction: committed when it returns, rolled back when it throws.
+    static func immediate<T>(_ database: Database, _ body: () throws(DatabaseError) -> T) throws(DatabaseError) -> T {
+        try database.execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try database.execute("COMMIT")
+            return result
+        } catch {
+            try? database.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    // MARK: - Sessions
+
+    static func session(_ database: Database, token: String) throws(DatabaseError) -> AppointmentSession? {
+        let rows = try database.query("""
+            SELECT created_at, department, location, date, time, completed, booking_id, submission
+            FROM appointment_sessions WHERE flow_token = ?1
+            """, [.text(token)])
+        guard let row = rows.first else { return nil }
+        return AppointmentSession(
+            createdAt: row[0].int ?? 0,
+            choices: AppointmentChoices(department: row[1].string, location: row[2].string, date: row[3].string,
+                                        time: row[4].string),
+            completed: row[5].int == 1, bookingID: row[6].int, submission: row[7].string)
+    }
+
+    static func createSession(_ database: Database, token: String, now: Int64) throws(DatabaseError) -> AppointmentSession {
+        try database.query("""
+            INSERT INTO appointment_sessions (flow_token, created_at, updated_at) VALUES (?1, ?2, ?2)
+            """, [.text(token), .integer(now)])
+        return AppointmentSession(createdAt: now, choices: AppointmentChoices(), completed: false, bookingID: nil,
+                                  submission: nil)
+    }
+
+    static func saveChoices(_ database: Database, token: String, choices: AppointmentChoices, now: Int64)
+        throws(DatabaseError)
+    {
+        func text(_ value: String?) -> SQLValue { value.map { .text($0) } ?? .null }
+        try database.query("""
+            UPDATE appointment_sessions SET department = ?2, location = ?3, date = ?4, time = ?5, updated_at = ?6
+            WHERE flow_token = ?1
+            """, [.text(token), text(choices.department), text(choices.location), text(choices.date),
+                  text(choices.time), .integer(now)])
+    }
+
+    static func complete(_ database: Database, token: String, bookingID: Int64, submission: String, now: Int64)
+        throws(DatabaseError)
+    {
+        try database.query("""
+            UPDATE appointment_sessions SET completed = 1, completed_at = ?2, updated_at = ?2, booking_id = ?3,
+                submission = ?4
+            WHERE flow_token = ?1
+            """, [.text(token), .integer(now), .integer(bookingID), .text(submission)])
+    }
+
+    // MARK: - Bookings
+
+    /// Bookings holding a seat in one slot.
+    static func bookedCount(_ database: Database, department: String, location: String, date: String, time: String)
+        throws(DatabaseError) -> Int
+    {
+        let rows = try database.query("""
+            SELECT COUNT(*) FROM appointment_bookings
+            WHERE location = ?1 AND department = ?2 AND date = ?3 AND time = ?4 AND status = 'booked'
+            """, [.text(location), .text(department), .text(date), .text(time)])
+        return Int(rows.first?.first?.int ?? 0)
+    }
+
+    /// Bookings holding seats per slot (`"YYYY-MM-DD HH:MM"`) of one department at one location over a date range.
+    static func bookedCounts(_ database: Database, department: String, location: String, from: String,
+                             through: String) throws(DatabaseError) -> [String: Int]
+    {
+        let rows = try database.query("""
+            SELECT date, time, COUNT(*) FROM appointment_bookings
+            WHERE location = ?1 AND department = ?2 AND date >= ?3 AND date <= ?4 AND status = 'booked'
+            GROUP BY date, time
+            """, [.text(location), .text(department), .text(from), .text(through)])
+        var counts: [String: Int] = [:]
+        for row in rows {
+            guard let date = row[0].string, let time = row[1].string else { continue }
+            counts[date + " " + time] = Int(row[2].int ?? 0)
+        }
+        return counts
+    }
+
+    /// What a new booking holds.
+    struct NewBooking {
+        let flowToken: String
+        let department: String
+        let location: String
+        let date: String
+        let time: String
+        let startsAt: Int64
+        let utcOffsetSeconds: Int
+        let name: String
+        let email: String
+        let phone: String
+        let moreDetails: String
+    }
+
+    static func insert(_ database: Database, _ booking: NewBooking, now: Int64) throws(DatabaseError) -> Int64 {
+        try database.query("""
+            INSERT INTO appointment_bookings (created_at, flow_token, department, location, date, time, starts_at,
+                utc_offset, name, email, phone, more_details)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+            """, [.integer(now), .text(booking.flowToken), .text(booking.department), .text(booking.location),
+                  .text(booking.date), .text(booking.time), .integer(booking.startsAt),
+                  .integer(Int64(booking.utcOffsetSeconds)), .text(booking.name), .text(booking.email),
+                  .text(booking.phone), .text(booking.moreDetails)])
+        return database.lastInsertRowID
+    }
+
+    private static let columns = """
+        id, created_at, flow_token, department, location, date, time, starts_at, utc_offset, name, email, phone,
+        more_details, status, cancelled_at
+        """
+
+    private static func booking(_ row: [SQLValue]) -> AppointmentBooking {
+        AppointmentBooking(
+            id: row[0].int ?? 0, createdAt: row[1].int ?? 0, flowToken: row[2].string ?? "",
+            department: row[3].string ?? "", location: row[4].string ?? "", date: row[5].string ?? "",
+            time: row[6].string ?? "", startsAt: row[7].int ?? 0, utcOffsetSeconds: Int(row[8].int ?? 0),
+            name: row[9].string ?? "", email: row[10].string ?? "", phone: row[11].string ?? "",
+            moreDetails: row[12].string ?? "", status: AppointmentBooking.Status(rawValue: row[13].string ?? "") ?? .booked,
+            cancelledAt: row[14].int)
+    }
+
+    /// The booking with `id`, if there is one.
+    public static func booking(database: Database, id: Int64) throws(DatabaseError) -> AppointmentBooking? {
+        try database.query("SELECT \(columns) FROM appointment_bookings WHERE id = ?1", [.integer(id)]).first
+            .map(booking)
+    }
+
+    /// Bookings by start time, optionally only those on or after `from` and on or before `through` (`YYYY-MM-DD`),
+    /// cancelled ones only when `includeCancelled`.
+    public static func list(database: Database, from: String? = nil, through: String? = nil,
+                            includeCancelled: Bool = false) throws(DatabaseError) -> [AppointmentBooking]
+    {
+        let rows = try database.query("""
+            SELECT \(columns) FROM appointment_bookings
+            WHERE date >= ?1 AND date <= ?2 AND (?3 = 1 OR status = 'booked')
+            ORDER BY date, time, location, department, id
+            """, [.text(from ?? "0000-00-00"), .text(through ?? "9999-99-99"), .integer(includeCancelled ? 1 : 0)])
+        return rows.map(booking)
+    }
+
+    /// Cancels booking `id`, freeing its seat; `now` is recorded as the cancellation time.
+    public static func cancel(database: Database, id: Int64, now: Int64) throws(DatabaseError) -> AppointmentCancellation {
+        try immediate(database) { () throws(DatabaseError) -> AppointmentCancellation in
+            guard let existing = try booking(database: database, id: id) else { return .notFound }
+            guard existing.status == .booked else { return .alreadyCancelled(existing) }
+            try database.query("""
+                UPDATE appointment_bookings SET status = 'cancelled', cancelled_at = ?2 WHERE id = ?1
+                """, [.integer(id), .integer(now)])
+            guard let updated = try booking(database: database, id: id) else { return .notFound }
+            return .cancelled(updated)
+        }
+    }
+}
