@@ -640,7 +640,8 @@ def start_lighttpd(binary: Path, config: Path, workdir: Path, processes: Process
     wait_for_listener(("127.0.0.1", port), alive=lambda: popen.poll() is None, log=d / "lighttpd-error.log")
 
     def backends() -> list[int]:
-        return [p for p in children_of(popen.pid) if _exe_is(p, binary)]
+        # lighttpd's only children are the responders it spawned (bin-path).
+        return children_of(popen.pid)
 
     # lighttpd spawned max-procs responders; adopt them so they are stopped even if lighttpd is not.
     for pid in wait_until(lambda: len(backends()) >= 2 and backends(), 10, "lighttpd's two responders"):
@@ -648,13 +649,6 @@ def start_lighttpd(binary: Path, config: Path, workdir: Path, processes: Process
     return Deployment("lighttpd", ("127.0.0.1", port), keys, app_secret, workdir, processes,
                       [d / "lighttpd-error.log", d / "lighttpd.out", *logs], backends,
                       duplicate_header_style="underscore")
-
-
-def _exe_is(pid: int, binary: Path) -> bool:
-    try:
-        return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(binary)
-    except OSError:
-        return False
 
 
 APACHE_OUTER = """\

@@ -18,6 +18,7 @@ import pytest
 from conftest import (
     REPO,
     Processes,
+    can_connect,
     children_of,
     clean_env,
     fcgi_request,
@@ -57,13 +58,21 @@ def assert_ping_ok(address, keys, app_secret, timeout=10.0):
 # --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["listen-unix", "systemd-fd3"])
+@pytest.mark.parametrize("mode", ["listen-unix", "systemd-fd3", "spawn-fcgi-fd0"])
 def test_sigterm_during_slow_request_completes_it_then_exits_0(mode, binary, keys, app_secret, tmp_path,
                                                                 processes: Processes):
     config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path)
     if mode == "listen-unix":
         sock = str(tmp_path / "own.sock")
         responder = start_listen(binary, config, tmp_path, processes, f"unix:{sock}")
+    elif mode == "spawn-fcgi-fd0":
+        # spawn-fcgi -n execs the responder in place (listening socket on fd 0), so its exit status is ours
+        # to see; nginx/spawn-fcgi.sh forks instead (-F), which hides it.
+        sock = str(tmp_path / "spawned.sock")
+        responder = processes.start(["spawn-fcgi", "-n", "-s", sock, "-M", "0660", "--", str(binary),
+                                     "--config", str(config)], "flows-fcgi (spawn-fcgi -n)",
+                                    tmp_path / "responder.out", env=clean_env())
+        wait_until(lambda: os.path.exists(sock) and can_connect(sock), 10, "spawn-fcgi's socket")
     else:
         sock, responder = start_socket_activated(binary, config, tmp_path, processes)
     address = start_nginx(tmp_path, processes, f"unix:{sock}", extra_http=UNBUFFERED)
