@@ -215,6 +215,18 @@ def test_listen_refuses_live_socket_and_replaces_stale_one(binary, keys, app_sec
     assert third.poll() is None
 
 
+def test_listen_never_replaces_a_regular_file_nor_binds_every_interface_implicitly(binary, keys, app_secret,
+                                                                                   tmp_path):
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path)
+    victim = tmp_path / "not-a-socket"
+    victim.write_text("precious\n")
+    for listen in (f"unix:{victim}", f":{free_port()}"):
+        result = subprocess.run([str(binary), "--config", str(config), "--listen", listen], env=clean_env(),
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15)
+        assert result.returncode != 0, (listen, result)
+    assert victim.read_text() == "precious\n"
+
+
 def test_listen_socket_mode(binary, keys, app_secret, tmp_path, processes):
     config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path)
     sock = tmp_path / "own.sock"
