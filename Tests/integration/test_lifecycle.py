@@ -7,6 +7,7 @@ buffering, which hides slow clients from the responder).
 
 from __future__ import annotations
 
+import grp
 import os
 import signal
 import socket
@@ -235,6 +236,9 @@ def test_listen_socket_mode(binary, keys, app_secret, tmp_path, processes):
     sock2 = tmp_path / "own2.sock"
     start_listen(binary, config, tmp_path, processes, f"unix:{sock2}", ["--socket-mode", "0666"])
     assert (sock2.stat().st_mode & 0o777) == 0o666
+    sock3 = tmp_path / "own3.sock"
+    start_listen(binary, config, tmp_path, processes, f"unix:{sock3}", ["--socket-group", "www-data"])
+    assert grp.getgrgid(sock3.stat().st_gid).gr_name == "www-data"
 
 
 def test_listen_tcp_port_in_use_fails(binary, keys, app_secret, tmp_path):
@@ -293,13 +297,17 @@ def test_version_and_help(binary):
 
 
 def test_spawn_fcgi_script_start_status_stop(binary, keys, app_secret, tmp_path, processes):
-    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path)
+    # No LOG_FILE in the config: the log lines must come from the script's --log-file (spawn-fcgi sends the
+    # children's stderr to /dev/null).
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, LOG_FILE=None)
     sock, pids = start_spawn_fcgi(binary, config, tmp_path, processes, count=2)
     env = clean_env(FLOWS_FCGI_BIN=str(binary), FLOWS_FCGI_CONFIG=str(config), FLOWS_FCGI_SOCKET=sock,
                     FLOWS_FCGI_LOG=str(tmp_path / "responder.log"),
                     FLOWS_FCGI_PIDFILE=str(tmp_path / "flows-fcgi.pid"))
     script = ["sh", str(REPO / "nginx" / "spawn-fcgi.sh")]
     assert fcgi_request(sock, "GET", "/health").status == 200
+    wait_until(lambda: (tmp_path / "responder.log").exists() and "health" in (tmp_path / "responder.log").read_text(),
+               5, "a log line for the request in the --log-file")
     status = subprocess.run(script + ["status"], env=env, capture_output=True, text=True)
     assert status.returncode == 0 and all(str(p) in status.stdout for p in pids), status
     again = subprocess.run(script + ["start"], env=env, capture_output=True, text=True)
