@@ -203,6 +203,10 @@ public struct Endpoint: Sendable {
             guard !request.bodyTooLarge, request.body.count <= configuration.maxBodyBytes else {
                 return fail(413, "request body larger than \(configuration.maxBodyBytes) bytes (MAX_BODY_BYTES)")
             }
+            // The body is read to the end of the stream; a shorter body than announced means the client went away.
+            if let announced = request.values(of: "CONTENT_LENGTH").first.flatMap({ Int($0) }), announced > request.body.count {
+                return fail(400, "request body ended early (\(request.body.count) of \(announced) bytes): client went away")
+            }
             if configuration.signatureCheck {
                 do {
                     try Signature.verify(values: request.values(of: Signature.parameterName), body: request.body,

@@ -49,6 +49,12 @@ func isListeningSocket(_ fd: Int32) -> Bool {
     return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &length) == 0 && accepting != 0
 }
 
+/// True when some serving mode applies (checked before the configuration, so a bare run prints the usage).
+func servingModeRequested(options: Options, environment: [String: String]) -> Bool {
+    options.listen != nil || environment["LISTEN_FDS"] != nil || isListeningSocket(0)
+        || environment["GATEWAY_INTERFACE"] != nil
+}
+
 /// Picks the serving mode: `--listen`, then systemd's fd 3, then fd 0, then CGI; `nil` when none applies.
 func chooseMode(options: Options, environment: [String: String]) throws(StartupError) -> ServingMode? {
     if let address = options.listen {

@@ -44,6 +44,10 @@ func run() -> Int32 {
         return 0
     }
     let environment = currentEnvironment()
+    guard servingModeRequested(options: options, environment: environment) else {
+        writeAll(2, Array((Options.usage + "\n").utf8))
+        return ExitStatus.usage
+    }
 
     // Configuration first: a broken key or a missing secret fails before any socket is touched.
     let configuration: Configuration

@@ -195,6 +195,18 @@ struct StatusTests {
         #expect(try FlowCoreTests.call(endpoint, flagged).status == 413)
     }
 
+    @Test func bodyShorterThanAnnouncedIsAClientAbortNotABadSignature() throws {
+        let endpoint = try makeEndpoint()
+        let call = ClientCall(["version": "3.0", "action": "ping"])
+        var request = call.request()
+        request.params.append(("CONTENT_LENGTH", String(call.body.count + 10)))
+        let response = try FlowCoreTests.call(endpoint, request)
+        #expect(response.status == 400)
+        #expect(String(decoding: response.body, as: UTF8.self).contains("ended early"))
+        request.params[request.params.count - 1].1 = String(call.body.count)
+        #expect(try FlowCoreTests.call(endpoint, request).status == 200)
+    }
+
     @Test func flowFaultsAre500WithoutDetailAnd503ForStorage() throws {
         struct Boom: Error {}
         let endpoint = try makeEndpoint(flows: [
