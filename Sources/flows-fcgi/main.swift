@@ -28,6 +28,10 @@ func currentEnvironment() -> [String: String] {
 }
 
 func run() -> Int32 {
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    if let first = arguments.first, Command.names.contains(first) {
+        return Command.run(first, Array(arguments.dropFirst()))
+    }
     let options: Options
     do {
         options = try Options.parse(Array(CommandLine.arguments.dropFirst()))

@@ -542,7 +542,7 @@ struct ExpenseFlowTests {
         ("=a,b", "\"'=a,b\""), ("a=b", "a=b"), ("12.50", "12.50"),
     ])
     func csvCell(value: String, cell: String) {
-        #expect(ExpenseStore.csvCell(value) == cell)
+        #expect(CSV.cell(value) == cell)
     }
 }
 

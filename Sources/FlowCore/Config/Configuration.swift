@@ -84,19 +84,7 @@ public struct Configuration: Sendable {
         }
         self.keys = keys
 
-        if let url = settings["DATABASE_URL"] {
-            guard url.hasPrefix("sqlite:") else {
-                throw ConfigError("DATABASE_URL=\(url): only sqlite:/path/to/flows.db is supported")
-            }
-            var path = String(url.dropFirst("sqlite:".count))
-            if path.hasPrefix("//") { path.removeFirst(2) }
-            guard path.hasPrefix("/") else {
-                throw ConfigError("DATABASE_URL=\(url): give an absolute path, e.g. sqlite:/var/lib/flows-fcgi/flows.db")
-            }
-            databasePath = path
-        } else {
-            databasePath = nil
-        }
+        databasePath = try Configuration.databasePath(settings)
         busyTimeoutMilliseconds = Int32(try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000))
 
         if let level = settings["LOG_LEVEL"] {
@@ -117,6 +105,20 @@ public struct Configuration: Sendable {
         self.flows = flows
         flowOrder = factories.map(\.name)
         self.warnings = warnings
+    }
+
+    /// The SQLite path of `DATABASE_URL=sqlite:/path` (`nil` when unset), for the responder and operator commands.
+    public static func databasePath(_ settings: Settings) throws(ConfigError) -> String? {
+        guard let url = settings["DATABASE_URL"] else { return nil }
+        guard url.hasPrefix("sqlite:") else {
+            throw ConfigError("DATABASE_URL=\(url): only sqlite:/path/to/flows.db is supported")
+        }
+        var path = String(url.dropFirst("sqlite:".count))
+        if path.hasPrefix("//") { path.removeFirst(2) }
+        guard path.hasPrefix("/") else {
+            throw ConfigError("DATABASE_URL=\(url): give an absolute path, e.g. sqlite:/var/lib/flows-fcgi/flows.db")
+        }
+        return path
     }
 
     /// Flow names in registration order.

@@ -87,23 +87,9 @@ public enum ExpenseStore {
                 String(expense.id), ExpenseDate.timestamp(expense.createdAt), expense.expenseDate, expense.amount,
                 expense.currency, expense.category, expense.description ?? "", expense.flowToken,
             ]
-            out += cells.map(csvCell).joined(separator: ",") + "\r\n"
+            out += CSV.line(cells)
         }
         return out
-    }
-
-    /// One CSV cell: neutralised against formula injection, quoted when it holds `,`, `"`, CR or LF.
-    static func csvCell(_ value: String) -> String {
-        var text = value
-        if let first = text.unicodeScalars.first, ["=", "+", "-", "@", "\t", "\r"].contains(first) {
-            text = "'" + text
-        }
-        guard text.utf8.contains(where: { $0 == 0x2C || $0 == 0x22 || $0 == 0x0D || $0 == 0x0A }) else { return text }
-        var quoted = "\""
-        for character in text.unicodeScalars {
-            if character == "\"" { quoted += "\"\"" } else { quoted.unicodeScalars.append(character) }
-        }
-        return quoted + "\""
     }
 
     private static func expense(from row: [SQLValue]) -> Expense? {

@@ -1,0 +1,128 @@
+import FlowCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Operator subcommands: they read the same configuration as the responder and work on its database.
+enum Command {
+    static let names: Set<String> = ["bookings", "cancel-booking", "expenses"]
+
+    static let usage = """
+        usage: flows-fcgi bookings [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--all] [--csv] [--config FILE]
+               flows-fcgi cancel-booking ID [--config FILE]
+               flows-fcgi expenses [--limit N] [--offset N] [--csv] [--config FILE]
+
+        bookings         list appointment bookings by start time (--all includes cancelled ones)
+        cancel-booking   cancel booking ID; its seat becomes free again
+        expenses         list expenses, newest first; --csv exports every expense (oldest first) as CSV
+        These print personal data (names, emails, phones): keep their output away from logs.
+        """
+
+    /// Runs subcommand `name` with `arguments`; returns the exit status.
+    static func run(_ name: String, _ arguments: [String]) -> Int32 {
+        var flags: [String: String] = [:]
+        var positional: [String] = []
+        var i = 0
+        let valued: Set<String> = ["--config", "--from", "--to", "--limit", "--offset"]
+        while i < arguments.count {
+            let argument = arguments[i]
+            if argument == "--help" || argument == "-h" {
+                writeAll(1, Array((usage + "\n").utf8))
+                return 0
+            }
+            if valued.contains(argument) {
+                guard i + 1 < arguments.count else { return fail("\(argument) needs a value") }
+                flags[argument] = arguments[i + 1]
+                i += 2
+            } else if argument.hasPrefix("--") {
+                flags[argument] = ""
+                i += 1
+            } else {
+                positional.append(argument)
+                i += 1
+            }
+        }
+        let database: Database
+        do {
+            let settings = try Settings(environment: currentEnvironment(), file: flags["--config"],
+                                        names: Configuration.allSettingNames)
+            guard let path = try Configuration.databasePath(settings) else {
+                return fail("DATABASE_URL is not set (in the environment or the --config file)")
+            }
+            let migrations = try FlowRegistry.all.flatMap { factory throws(ConfigError) in
+                try factory.make(settings).migrations
+            }
+            database = try Database(path: path, migrations: migrations)
+        } catch let error as ConfigError {
+            return fail("configuration error: \(error.description)")
+        } catch {
+            return fail(String(describing: error))
+        }
+        defer { database.close() }
+        do {
+            switch name {
+            case "bookings":
+                let list = try AppointmentStore.list(database: database, from: flags["--from"], through: flags["--to"],
+                                                     includeCancelled: flags["--all"] != nil)
+                let header = ["id", "date", "time", "department", "location", "status", "name", "email", "phone"]
+                let rows = list.map { [String($0.id), $0.date, $0.time, $0.department, $0.location, $0.status.rawValue,
+                                       $0.name, $0.email, $0.phone] }
+                print(table: [header] + rows, csv: flags["--csv"] != nil)
+            case "cancel-booking":
+                guard positional.count == 1, let id = Int64(positional[0]) else {
+                    return fail("cancel-booking needs one booking id (see flows-fcgi bookings)")
+                }
+                switch try AppointmentStore.cancel(database: database, id: id, now: Int64(time(nil))) {
+                case .cancelled(let booking):
+                    writeAll(1, Array("cancelled booking \(id) (\(booking.date) \(booking.time), \(booking.location)); the seat is free again\n".utf8))
+                case .alreadyCancelled:
+                    return fail("booking \(id) was already cancelled")
+                case .notFound:
+                    return fail("no booking \(id)")
+                }
+            default:
+                if flags["--csv"] != nil {
+                    writeAll(1, Array(try ExpenseStore.csv(database: database).utf8))
+                } else {
+                    let limit = Int(flags["--limit"] ?? "100") ?? 100
+                    let offset = Int(flags["--offset"] ?? "0") ?? 0
+                    let list = try ExpenseStore.list(database: database, limit: limit, offset: offset)
+                    let header = ["id", "date", "amount", "currency", "category", "description"]
+                    let rows = list.map { [String($0.id), $0.expenseDate, $0.amount, $0.currency, $0.category,
+                                           $0.description ?? ""] }
+                    print(table: [header] + rows, csv: false)
+                }
+            }
+        } catch {
+            return fail(String(describing: error))
+        }
+        return 0
+    }
+
+    private static func fail(_ message: String) -> Int32 {
+        printError(message)
+        return 1
+    }
+
+    /// Aligned columns, or CSV.
+    private static func print(table: [[String]], csv: Bool) {
+        var out = ""
+        if csv {
+            for row in table { out += CSV.line(row) }
+        } else {
+            var widths = [Int](repeating: 0, count: table.first?.count ?? 0)
+            for row in table { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], min(cell.count, 40)) } }
+            for row in table {
+                out += row.enumerated().map { i, cell in
+                    let shown = cell.count > 40 ? String(cell.prefix(39)) + "…" : cell
+                    return shown + String(repeating: " ", count: widths[i] - shown.count)
+                }.joined(separator: "  ") + "\n"
+            }
+            if table.count == 1 { out += "(none)\n" }
+        }
+        writeAll(1, Array(out.utf8))
+    }
+}
