@@ -255,7 +255,9 @@ private struct CatalogReader {
                                        title: try title(members["title"], path + ".title"))
     }
 
-    func hours(_ value: JSONValue?, _ path: String, slotMinutes: Int) throws(ConfigError) -> AppointmentCatalog.WeeklyHours {
+    func hours(_ value: JSONValue?, _ path: String, slotMinutes: Int)
+        throws(ConfigError) -> AppointmentCatalog.WeeklyHours
+    {
         let members = try object(value, path, keys: Set(CatalogReader.weekdays))
         var days: [[Range<Int>]] = []
         for name in CatalogReader.weekdays {
@@ -344,7 +346,9 @@ private struct CatalogReader {
             let fields = try object(value, path, keys: ["id", "title", "departments", "hours", "capacity",
                                                         "closed_dates"])
             let id = try identifier(fields["id"], path + ".id")
-            guard !locations.contains(where: { $0.id == id }) else { throw fail(path + ".id", "\"\(id)\" appears twice") }
+            guard !locations.contains(where: { $0.id == id }) else {
+                throw fail(path + ".id", "\"\(id)\" appears twice")
+            }
             let title = try title(fields["title"], path + ".title")
             var offered: [String] = []
             let rawOffered = try array(fields["departments"], path + ".departments")
@@ -355,7 +359,9 @@ private struct CatalogReader {
                 guard departments.contains(where: { $0.id == department }) else {
                     throw fail(departmentPath, "unknown department \"\(department)\" (not in departments)")
                 }
-                guard !offered.contains(department) else { throw fail(departmentPath, "\"\(department)\" appears twice") }
+                guard !offered.contains(department) else {
+                    throw fail(departmentPath, "\"\(department)\" appears twice")
+                }
                 offered.append(department)
             }
             let ownHours = fields["hours"] == nil

@@ -151,7 +151,9 @@ public enum AppointmentStore {
             completed: row[5].int == 1, bookingID: row[6].int, submission: row[7].string)
     }
 
-    static func createSession(_ database: Database, token: String, now: Int64) throws(DatabaseError) -> AppointmentSession {
+    static func createSession(_ database: Database, token: String, now: Int64)
+        throws(DatabaseError) -> AppointmentSession
+    {
         try database.query("""
             INSERT INTO appointment_sessions (flow_token, created_at, updated_at) VALUES (?1, ?2, ?2)
             """, [.text(token), .integer(now)])
@@ -248,7 +250,8 @@ public enum AppointmentStore {
             department: row[3].string ?? "", location: row[4].string ?? "", date: row[5].string ?? "",
             time: row[6].string ?? "", startsAt: row[7].int ?? 0, utcOffsetSeconds: Int(row[8].int ?? 0),
             name: row[9].string ?? "", email: row[10].string ?? "", phone: row[11].string ?? "",
-            moreDetails: row[12].string ?? "", status: AppointmentBooking.Status(rawValue: row[13].string ?? "") ?? .booked,
+            moreDetails: row[12].string ?? "",
+            status: AppointmentBooking.Status(rawValue: row[13].string ?? "") ?? .booked,
             cancelledAt: row[14].int)
     }
 
@@ -272,7 +275,9 @@ public enum AppointmentStore {
     }
 
     /// Cancels booking `id`, freeing its seat; `now` is recorded as the cancellation time.
-    public static func cancel(database: Database, id: Int64, now: Int64) throws(DatabaseError) -> AppointmentCancellation {
+    public static func cancel(database: Database, id: Int64, now: Int64)
+        throws(DatabaseError) -> AppointmentCancellation
+    {
         try immediate(database) { () throws(DatabaseError) -> AppointmentCancellation in
             guard let existing = try booking(database: database, id: id) else { return .notFound }
             guard existing.status == .booked else { return .alreadyCancelled(existing) }
