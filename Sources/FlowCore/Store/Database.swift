@@ -103,7 +103,7 @@ public final class Database {
         // Busy timeout first: switching to WAL itself needs a lock another process may hold.
         sqlite3_busy_timeout(db, busyTimeoutMilliseconds)
         do throws(DatabaseError) {
-            let mode = try query("PRAGMA journal_mode=WAL").first?.first?.string ?? ""
+            let mode = try switchToWAL(timeoutMilliseconds: busyTimeoutMilliseconds)
             guard mode.lowercased() == "wal" else {
                 throw DatabaseError(code: SQLITE_ERROR, message: "journal_mode is \(mode), WAL is required",
                                     context: "opening \(path)")
@@ -210,13 +210,33 @@ public final class Database {
         return statement
     }
 
+    /// `PRAGMA journal_mode=WAL`, retried within the busy timeout: while another connection converts a new file,
+    /// SQLite answers this pragma with SQLITE_BUSY without calling the busy handler.
+    private func switchToWAL(timeoutMilliseconds: Int32) throws(DatabaseError) -> String {
+        var waited: Int32 = 0
+        while true {
+            do throws(DatabaseError) {
+                return try query("PRAGMA journal_mode=WAL").first?.first?.string ?? ""
+            } catch where error.code & 0xFF == SQLITE_BUSY && waited < timeoutMilliseconds {
+                sqlite3_sleep(5)
+                waited += 5
+            }
+        }
+    }
+
     private func migrate(_ migrations: [Migration]) throws(DatabaseError) {
-        try execute("CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
-        guard !migrations.isEmpty else { return }
-        let applied = Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
-        if migrations.allSatisfy({ applied.contains($0.id) }) { return }
+        let hasTable = try !query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+            .isEmpty
+        if hasTable {
+            let applied = Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
+            if migrations.allSatisfy({ applied.contains($0.id) }) { return }
+        }
+        // Creating the table in the same BEGIN IMMEDIATE: an autocommit CREATE racing another process's would
+        // fail with SQLITE_BUSY_SNAPSHOT, which the busy handler does not retry.
         try execute("BEGIN IMMEDIATE")
         do throws(DatabaseError) {
+            try execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                + "(id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
             // Re-read under the write lock: another process may have applied some meanwhile.
             let current = Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
             for migration in migrations where !current.contains(migration.id) {
