@@ -203,7 +203,8 @@ def voluntary_switches(pid: int) -> int:
 
 def bookings(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT id, flow_token, date, time, status FROM appointment_bookings ORDER BY id").fetchall()
+        return conn.execute(
+            "SELECT id, flow_token, date, time, status FROM appointment_bookings ORDER BY id").fetchall()
 
 
 # --------------------------------------------------------------------------------------------------------

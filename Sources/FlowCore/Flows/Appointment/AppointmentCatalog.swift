@@ -127,7 +127,11 @@ public struct AppointmentCatalog: Sendable, Equatable {
     /// The text of the built-in catalog (the same as the shipped `flows/appointment-catalog.json`).
     public static let builtInJSON = """
         {
-            "_comment": "flows-fcgi appointment catalog: see AppointmentCatalog in Sources/FlowCore for every key",
+            "_comment": [
+                "flows-fcgi appointment catalog: set APPOINTMENT_CATALOG to the path of this file.",
+                "Keys starting with _ are comments. capacity: bookings per slot, a slot being one department",
+                "at one location at one start time; a location may set its own capacity, hours, closed_dates."
+            ],
             "time_zone": "Europe/London",
             "days_ahead": 14,
             "slot_minutes": 30,
@@ -170,6 +174,10 @@ public struct AppointmentCatalog: Sendable, Equatable {
                     "title": "Piccadilly Circus, London",
                     "departments": ["shopping", "home", "electronics"]
                 }
+            ],
+            "_hours": [
+                "HH:MM-HH:MM ranges per weekday (an end may be 24:00); a day left out or [] is closed;",
+                "a location's own hours replace these for that location"
             ],
             "hours": {
                 "monday": ["09:00-12:30", "13:30-17:00"],
