@@ -5,6 +5,7 @@
   ``error_message``, one booking row.
 * 40 journeys run at once (INIT, three dropdown selections, DETAILS, confirm), each for its own slot: all complete.
 * No 503 (SQLITE_BUSY beyond the busy timeout) ever reaches a client.
+* Processes started together on a fresh database file all come up (WAL switch and migrations exactly once).
 * A booking acknowledged with SUCCESS is in the database after SIGKILL of the process right after the answer,
   and a retried confirm after a restart gets the same booking.
 
@@ -29,8 +30,11 @@ import pytest
 from conftest import (
     Processes,
     children_of,
+    clean_env,
     parse_cgi_output,
     start_listen,
+    tail,
+    wait_for_listener,
     wait_until,
     write_config,
 )
@@ -371,3 +375,35 @@ def test_booking_acknowledged_with_success_survives_sigkill(binary, keys, app_se
         assert len(bookings(db)) == 1
     finally:
         processes.stop_all()
+
+
+def test_processes_starting_together_on_a_fresh_database(binary, keys, app_secret, tmp_path):
+    """spawn-fcgi -F N or several units start responders at the same moment on a new file: all must serve."""
+    catalog = write_catalog(tmp_path)
+    for round_ in range(6):
+        workdir = tmp_path / f"round{round_}"
+        workdir.mkdir()
+        config = write_config(workdir / "flows.env", keys, app_secret, workdir, APPOINTMENT_CATALOG=str(catalog))
+        processes = Processes()
+        try:
+            # Each waits for the same file to appear, then execs the responder: they start within microseconds.
+            go = workdir / "go"
+            started = [processes.start(["sh", "-c", f'while [ ! -e "{go}" ]; do :; done; exec "$0" "$@"',
+                                        str(binary), "--config", str(config), "--listen", f"unix:{workdir}/{i}.sock"],
+                                       f"flows-fcgi {i}", workdir / f"{i}.out", env=clean_env())
+                       for i in range(6)]
+            go.touch()
+            for i, popen in enumerate(started):
+                try:
+                    wait_for_listener(str(workdir / f"{i}.sock"), alive=lambda: popen.poll() is None)
+                except RuntimeError:
+                    raise AssertionError(f"responder {i} of round {round_} exited with {popen.returncode}:\n"
+                                         + tail(workdir / f"{i}.out") + tail(workdir / "responder.log"))
+            client = AppointmentClient(str(workdir / "5.sock"), keys, app_secret)
+            assert client.ok("fresh", "INIT")["screen"] == "APPOINTMENT"
+            with sqlite3.connect(workdir / "flows.db") as conn:
+                applied = conn.execute("SELECT id FROM schema_migrations WHERE id LIKE 'appointment-%'").fetchall()
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            assert applied == [("appointment-1",)] and mode == "wal"
+        finally:
+            processes.stop_all()
