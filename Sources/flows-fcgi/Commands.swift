@@ -116,10 +116,11 @@ enum Command {
             var widths = [Int](repeating: 0, count: table.first?.count ?? 0)
             for row in table { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], min(cell.count, 40)) } }
             for row in table {
-                out += row.enumerated().map { i, cell in
+                let cells = row.enumerated().map { i, cell in
                     let shown = cell.count > 40 ? String(cell.prefix(39)) + "…" : cell
-                    return shown + String(repeating: " ", count: widths[i] - shown.count)
-                }.joined(separator: "  ") + "\n"
+                    return i == row.count - 1 ? shown : shown + String(repeating: " ", count: widths[i] - shown.count)
+                }
+                out += cells.joined(separator: "  ") + "\n"
             }
             if table.count == 1 { out += "(none)\n" }
         }
