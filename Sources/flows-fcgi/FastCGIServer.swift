@@ -180,6 +180,7 @@ private func workerLoop(fd: Int32, index: Int, endpoint: Endpoint) -> Bool {
 private func copyParams(_ envp: FCGX_ParamArray?) -> [(String, String)] {
     var params: [(String, String)] = []
     guard let envp else { return params }
+    params.reserveCapacity(32)
     var i = 0
     while let entry = envp[i] {
         params.append(splitParam(entry))
@@ -188,11 +189,17 @@ private func copyParams(_ envp: FCGX_ParamArray?) -> [(String, String)] {
     return params
 }
 
-/// Splits a `NAME=value` C string.
+/// Splits a `NAME=value` C string at its first `=` (on bytes: invalid UTF-8 is repaired as `String(cString:)` does).
 func splitParam(_ entry: UnsafePointer<CChar>) -> (String, String) {
-    let text = String(cString: entry)
-    guard let eq = text.firstIndex(of: "=") else { return (text, "") }
-    return (String(text[..<eq]), String(text[text.index(after: eq)...]))
+    let length = strlen(entry)
+    return entry.withMemoryRebound(to: UInt8.self, capacity: length) { start in
+        let bytes = UnsafeBufferPointer(start: start, count: length)
+        guard let eq = bytes.firstIndex(of: UInt8(ascii: "=")) else {
+            return (String(decoding: bytes, as: UTF8.self), "")
+        }
+        return (String(decoding: UnsafeBufferPointer(rebasing: bytes[..<eq]), as: UTF8.self),
+                String(decoding: UnsafeBufferPointer(rebasing: bytes[(eq + 1)...]), as: UTF8.self))
+    }
 }
 
 /// `Status:` line, headers, blank line and body, as a CGI/FastCGI responder writes them.
