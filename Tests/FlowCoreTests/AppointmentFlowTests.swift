@@ -483,6 +483,9 @@ struct AppointmentFlowTests {
     @Test func expiredTokenGets427() throws {
         let harness = try AppointmentHarness()
         try harness.initial("old")
+        // INIT only reads: the session, and its lifetime, start with the first saved step.
+        harness.now += appointmentHour
+        try harness.select("old", department: "home")
         harness.now += 24 * appointmentHour - 1
         #expect(try harness.select("old", department: "beauty").shownScreen == "APPOINTMENT")
         harness.now += 1
@@ -508,6 +511,7 @@ struct AppointmentFlowTests {
         }
         let harness = try AppointmentHarness(sessionHours: 2)
         try harness.initial("t")
+        try harness.select("t", department: "home")
         harness.now += 2 * appointmentHour
         #expect(try harness.initial("t").refusal == AppointmentFlow.expiredMessage)
     }
@@ -767,12 +771,28 @@ struct AppointmentFlowTests {
         defer { impatient.close() }
         try harness.database.execute("BEGIN IMMEDIATE")
         defer { try? harness.database.execute("ROLLBACK") }
-        let request = FlowRequest(version: "3.0", action: .initial, screen: "", data: [:], flowToken: "t")
+        // A saved step needs the write lock (INIT only reads, which WAL never blocks).
+        let request = FlowRequest(version: "3.0", action: .dataExchange, screen: "APPOINTMENT",
+                                  data: ["trigger": "department_selected", "department": "home"], flowToken: "t")
         let error = #expect(throws: DatabaseError.self) {
             _ = try harness.flow.handle(request, context: FlowContext(database: impatient, now: appointmentMonday,
                                                                       log: .discard))
         }
         #expect(error?.isUnavailable == true)
+    }
+
+    @Test func initOnlyReads() throws {
+        let harness = try AppointmentHarness()
+        let impatient = try Database(path: harness.path, busyTimeoutMilliseconds: 20,
+                                     migrations: AppointmentStore.migrations)
+        defer { impatient.close() }
+        try harness.database.execute("BEGIN IMMEDIATE")
+        let request = FlowRequest(version: "3.0", action: .initial, screen: "", data: [:], flowToken: "t")
+        let answer = try harness.flow.handle(request, context: FlowContext(database: impatient, now: appointmentMonday,
+                                                                           log: .discard))
+        #expect(answer.shownScreen == "APPOINTMENT")
+        try harness.database.execute("ROLLBACK")
+        #expect(try harness.database.query("SELECT COUNT(*) FROM appointment_sessions").first?.first?.int == 0)
     }
 
     @Test func registeredWithItsSettings() throws {

@@ -3,7 +3,8 @@
 ///
 /// Screens: APPOINTMENT (department, location, date and time dropdowns; `refresh_on_back`) → DETAILS (name, email,
 /// phone, further details) → SUMMARY (confirm; TERMS opens from its opt-in) → SUCCESS.
-/// - INIT: APPOINTMENT with every list and the three `is_*_enabled` flags false.
+/// - INIT: APPOINTMENT with every list and the three `is_*_enabled` flags false. INIT only reads (is the token
+///   completed or expired?); the token's session is created by its first data_exchange or BACK.
 /// - data_exchange on APPOINTMENT (`trigger` department_selected / location_selected / date_selected): APPOINTMENT
 ///   with the lists narrowed to the choices (locations offering the department, open dates at the location, the
 ///   times of the date) and the flags recomputed. Past times and full slots come with `enabled: false`, as do dates
@@ -17,7 +18,7 @@
 ///   retried confirm, which gets the same SUCCESS (same booking) again.
 ///
 /// Settings: `APPOINTMENT_CATALOG` (a catalog JSON file, see `AppointmentCatalog`; default: the built-in catalog) and
-/// `APPOINTMENT_SESSION_HOURS` (how long a flow token may be used after it was first seen, 1 to 720, default 24).
+/// `APPOINTMENT_SESSION_HOURS` (how long a flow token may be used after its first saved step, 1 to 720, default 24).
 /// The catalog's time zone becomes the process's `TZ` (see `BusinessTimeZone`).
 public struct AppointmentFlow: Flow {
     /// The settings this flow reads.
@@ -50,7 +51,7 @@ public struct AppointmentFlow: Flow {
     public let name = "appointment"
     /// What can be booked.
     public let catalog: AppointmentCatalog
-    /// How long a flow token may be used after it was first seen, in seconds.
+    /// How long a flow token may be used after its session was created (its first saved step), in seconds.
     public let sessionLifetimeSeconds: Int64
 
     /// The flow configured by `APPOINTMENT_CATALOG` and `APPOINTMENT_SESSION_HOURS`.
@@ -100,9 +101,7 @@ private struct AppointmentExchange {
     func answer() throws(DatabaseError) -> FlowAnswer {
         switch request.action {
         case .initial:
-            return try gate(saving: AppointmentChoices()) { _ throws(DatabaseError) in
-                try appointmentScreen(AppointmentChoices(), error: nil)
-            }
+            return try start()
         case .back:
             return try back()
         case .dataExchange:
@@ -123,6 +122,21 @@ private struct AppointmentExchange {
     }
 
     // MARK: - Session
+
+    /// INIT: the first screen, with nothing chosen. It only reads: a token seen before gets 427 when completed or
+    /// expired, and a new token's session is created by its first saved step (so its lifetime counts from there).
+    /// Choices left from an earlier visit are cleared, as before.
+    func start() throws(DatabaseError) -> FlowAnswer {
+        if let session = try AppointmentStore.session(database, token: token) {
+            if let closed = closedAnswer(session) { return closed }
+            if session.choices != AppointmentChoices() {
+                return try gate(saving: AppointmentChoices()) { _ throws(DatabaseError) in
+                    try appointmentScreen(AppointmentChoices(), error: nil)
+                }
+            }
+        }
+        return try appointmentScreen(AppointmentChoices(), error: nil)
+    }
 
     /// Opens (creating if needed) the token's session in one write transaction, saving `choices` when given; a
     /// completed or expired session answers 427, otherwise `body` answers with the session (its choices updated).

@@ -67,7 +67,7 @@ struct AppointmentChoices: Sendable, Equatable {
 
 /// A session of the appointment flow, keyed by flow token.
 struct AppointmentSession: Sendable, Equatable {
-    /// When the token was first seen.
+    /// When the session was created (the token's first saved step).
     let createdAt: Int64
     /// The last choices made (for BACK).
     let choices: AppointmentChoices
