@@ -145,6 +145,8 @@ public struct Endpoint: Sendable {
     private enum Route {
         case flow(String)
         case health
+        case webhook
+        case readAPI(ReadResource)
         case notFound
     }
 
@@ -154,6 +156,8 @@ public struct Endpoint: Sendable {
         guard let last = components.last else { return .notFound }
         if last == "health" { return .health }
         if components.count >= 2, components[components.count - 2] == "flows" { return .flow(String(last)) }
+        if last == "webhook" { return .webhook }
+        if let resource = ReadResource(rawValue: String(last)) { return .readAPI(resource) }
         return .notFound
     }
 
@@ -192,6 +196,10 @@ public struct Endpoint: Sendable {
                 return fail(405, "method \(request.method) not allowed", [("Allow", "GET, HEAD")])
             }
             return .text(200, "ok")
+        case .webhook:
+            return webhook(request, worker: worker, summary: &summary)
+        case .readAPI(let resource):
+            return readAPI(resource, request, worker: worker, summary: &summary)
         case .flow(let name):
             summary.route = name
             guard let flow = configuration.flows[name] else {

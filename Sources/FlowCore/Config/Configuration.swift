@@ -4,6 +4,7 @@ public struct Configuration: Sendable {
     public static let coreSettingNames: [String] = [
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
         "DATABASE_URL", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK", "DATABASE_BUSY_TIMEOUT_MS",
+        "VERIFY_TOKEN", "API_TOKEN", "WEBHOOK_MAX_BODY_BYTES",
     ]
 
     /// Every setting name known to the core and the registered flows.
@@ -27,6 +28,11 @@ public struct Configuration: Sendable {
     public let logFile: String?
     /// Request bodies above this many bytes get 413.
     public let maxBodyBytes: Int
+    /// The webhook receiver's and read API's settings.
+    public let webhook: WebhookSettings
+    /// How many body bytes a transport reads before it stops and flags the body as too large: the larger of the
+    /// flows' and the webhook's limits (each route then applies its own).
+    public var transportBodyLimit: Int { max(maxBodyBytes, webhook.maxBodyBytes) }
     /// The flows, by name.
     public let flows: [String: any Flow]
     /// Things worth telling the operator that do not stop startup (unknown setting names).
@@ -97,6 +103,7 @@ public struct Configuration: Sendable {
         }
         logFile = settings["LOG_FILE"]
         maxBodyBytes = try settings.integer("MAX_BODY_BYTES", default: 1 << 20, range: 1024...(64 << 20))
+        webhook = try WebhookSettings(settings: settings)
 
         var flows: [String: any Flow] = [:]
         for factory in factories {
@@ -124,9 +131,9 @@ public struct Configuration: Sendable {
     /// Flow names in registration order.
     public let flowOrder: [String]
 
-    /// The migrations of every flow, in registration order.
+    /// The migrations of every flow, in registration order, then the webhook tables'.
     public var migrations: [Migration] {
-        flowOrder.compactMap { flows[$0] }.flatMap(\.migrations)
+        flowOrder.compactMap { flows[$0] }.flatMap(\.migrations) + WebhookStore.migrations
     }
 }
 

@@ -70,6 +70,15 @@ public protocol Flow: Sendable {
     var migrations: [Migration] { get }
     /// Answers one request. Throwing `DatabaseError` gives 503 when storage is unavailable; anything else 500.
     func handle(_ request: FlowRequest, context: FlowContext) throws -> FlowAnswer
+    /// The table holding this flow's sessions, one row per flow token with `flow_token` and a 0/1 `completed`
+    /// column, for the read API's statistics (started, completed, confirmed by webhook); `nil` leaves the flow
+    /// out of them.
+    var sessionTable: String? { get }
+}
+
+extension Flow {
+    /// No session table: the flow is left out of the statistics.
+    public var sessionTable: String? { nil }
 }
 
 /// Raised by a flow that needs a database when none is configured.

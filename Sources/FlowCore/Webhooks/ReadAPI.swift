@@ -1,0 +1,235 @@
+/// A read API parameter that is missing its mark: answered 400 with the message.
+struct BadParameter: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// The checked query parameters of one read API request.
+struct ReadParameters {
+    private let query: QueryString
+
+    init(_ request: EndpointRequest, allowed: Set<String>) throws(BadParameter) {
+        do {
+            query = try QueryString(request: request)
+        } catch {
+            throw BadParameter(error.description)
+        }
+        for (name, _) in query.pairs where !allowed.contains(name) {
+            let known = allowed.isEmpty ? "none" : allowed.sorted().joined(separator: ", ")
+            throw BadParameter("unknown parameter '\(String(name.prefix(40)))' (accepted: \(known))")
+        }
+    }
+
+    func text(_ name: String) throws(BadParameter) -> String? {
+        do {
+            return try query.single(name)
+        } catch {
+            throw BadParameter(error.description)
+        }
+    }
+
+    func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws(BadParameter) -> Int {
+        guard let text = try text(name) else { return value }
+        guard text.utf8.count <= 10, let number = Int(text), range.contains(number) else {
+            throw BadParameter("\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return number
+    }
+
+    /// `limit` (1-100, default 50) and `offset` (0 or more).
+    func page() throws(BadParameter) -> (limit: Int, offset: Int) {
+        (try integer("limit", default: 50, range: 1...100), try integer("offset", default: 0, range: 0...1_000_000_000))
+    }
+}
+
+extension Endpoint {
+    /// The read API: `Authorization: Bearer <API_TOKEN>`, GET only, JSON answers.
+    func readAPI(_ resource: ReadResource, _ request: EndpointRequest, worker: Worker,
+                 summary: inout RequestSummary) -> EndpointResponse {
+        summary.route = resource.rawValue
+        func fail(_ status: Int, _ message: String, _ headers: [(String, String)] = []) -> EndpointResponse {
+            summary.reason = message
+            var response = Endpoint.json(status, ["error": .string(message)])
+            response.headers += headers
+            return response
+        }
+        guard let apiToken = configuration.webhook.apiToken else {
+            return fail(404, "not found: the read API is disabled (no API_TOKEN configured)")
+        }
+        let authorization = request.values(of: "HTTP_AUTHORIZATION")
+        guard authorization.count == 1, let header = authorization.first, header.utf8.count > 7,
+            header.prefix(7).lowercased() == "bearer ",
+            Endpoint.secretsEqual(String(header.dropFirst(7)).trimmingSpaces(), apiToken)
+        else {
+            let why = authorization.isEmpty ? "missing Authorization header" : "wrong bearer token"
+            return fail(401, "unauthorized: \(why)", [("WWW-Authenticate", "Bearer")])
+        }
+        guard request.method == "GET" else {
+            return fail(405, "method \(request.method) not allowed", [("Allow", "GET")])
+        }
+        guard let database = worker.database else {
+            log.error("the read API needs a database: set DATABASE_URL=sqlite:/path/flows.db")
+            return fail(500, "internal error")
+        }
+        do {
+            let value: JSONValue
+            switch resource {
+            case .messages: value = try messages(request, database: database)
+            case .stats: value = try stats(request, database: database)
+            case .bookings:
+                guard configuration.flows["appointment"] is AppointmentFlow else {
+                    return fail(404, "not found: the appointment flow is not served")
+                }
+                value = try bookings(request, database: database)
+            case .expenses:
+                guard configuration.flows["expense"] is ExpenseFlow else {
+                    return fail(404, "not found: the expense flow is not served")
+                }
+                value = try expenses(request, database: database)
+            }
+            return Endpoint.json(200, value)
+        } catch let error as BadParameter {
+            return fail(400, error.message)
+        } catch let error as DatabaseError where error.isUnavailable {
+            log.error("storage unavailable", ["route": resource.rawValue, "error": error.description])
+            return fail(503, "storage unavailable, try again later")
+        } catch {
+            log.error("read API failed", ["route": resource.rawValue, "error": String(describing: error)])
+            return fail(500, "internal error")
+        }
+    }
+
+    private static func envelope(_ data: [JSONValue], total: Int64, limit: Int, offset: Int) -> JSONValue {
+        ["data": .array(data), "total": .number(String(total)), "limit": .int(limit), "offset": .int(offset)]
+    }
+
+    /// Messages newest first, filtered by sender (`from`), time (`since`) and text (`q`).
+    private func messages(_ request: EndpointRequest, database: Database) throws -> JSONValue {
+        let parameters = try ReadParameters(request, allowed: ["limit", "offset", "from", "since", "q"])
+        let (limit, offset) = try parameters.page()
+        var conditions: [String] = []
+        var arguments: [SQLValue] = []
+        if let from = try parameters.text("from") {
+            guard !from.isEmpty, from.utf8.count <= 64 else { throw BadParameter("from must be 1 to 64 characters") }
+            arguments.append(.text(from))
+            conditions.append("sender = ?\(arguments.count)")
+        }
+        if let since = try parameters.text("since") {
+            guard let epoch = ISOTime.parse(since) else {
+                throw BadParameter("since must be an ISO 8601 time such as 2026-11-23 or 2026-11-23T12:00:00Z")
+            }
+            arguments.append(.integer(epoch))
+            conditions.append("timestamp >= ?\(arguments.count)")
+        }
+        if let q = try parameters.text("q") {
+            guard !q.isEmpty, q.utf8.count <= 200 else { throw BadParameter("q must be 1 to 200 characters") }
+            var pattern = "%"
+            for c in q {
+                if c == "%" || c == "_" || c == "\\" { pattern.append("\\") }
+                pattern.append(c)
+            }
+            arguments.append(.text(pattern + "%"))
+            // LIKE is case-insensitive for ASCII letters only.
+            conditions.append("text LIKE ?\(arguments.count) ESCAPE '\\'")
+        }
+        let filter = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+        let total = try database.query("SELECT count(*) FROM webhook_messages" + filter, arguments).first?.first?.int ?? 0
+        let rows = try database.query("""
+            SELECT id, sender, type, timestamp, text, flow_token, response_json FROM webhook_messages\(filter)
+            ORDER BY timestamp DESC, rowid DESC LIMIT \(limit) OFFSET \(offset)
+            """, arguments)
+        let data: [JSONValue] = rows.map { row in
+            var item: [String: JSONValue] = [
+                "id": .string(row[0].string ?? ""), "from": .string(row[1].string ?? ""),
+                "type": .string(row[2].string ?? ""), "timestamp": .number(String(row[3].int ?? 0)),
+                "time": .string(ISOTime.format(row[3].int ?? 0)), "text": .string(row[4].string ?? ""),
+            ]
+            if let token = row[5].string { item["flow_token"] = .string(token) }
+            if let response = row[6].string, let parsed = try? JSONParser.parse(response) {
+                item["response"] = parsed
+            }
+            return .object(item)
+        }
+        return Endpoint.envelope(data, total: total, limit: limit, offset: offset)
+    }
+
+    /// Message totals, top senders, first and last message time, and per-flow session counts.
+    private func stats(_ request: EndpointRequest, database: Database) throws -> JSONValue {
+        _ = try ReadParameters(request, allowed: [])
+        let totals = try database.query("""
+            SELECT count(*), count(DISTINCT sender), min(timestamp), max(timestamp) FROM webhook_messages
+            """).first ?? []
+        let top = try database.query("""
+            SELECT sender, count(*) AS n FROM webhook_messages GROUP BY sender ORDER BY n DESC, sender LIMIT 10
+            """)
+        let statuses = try database.query("SELECT count(*) FROM webhook_statuses").first?.first?.int ?? 0
+        let events = try database.query("SELECT count(*) FROM webhook_flow_events").first?.first?.int ?? 0
+        let confirmations = try database.query("SELECT count(*) FROM webhook_confirmations").first?.first?.int ?? 0
+        var flows: [String: JSONValue] = [:]
+        for name in configuration.flowOrder {
+            guard let table = configuration.flows[name]?.sessionTable else { continue }
+            let counts = try WebhookStore.flowCounts(database: database, sessionTable: table)
+            flows[name] = ["started": .number(String(counts.started)), "completed": .number(String(counts.completed)),
+                           "confirmed": .number(String(counts.confirmed))]
+        }
+        func number(_ value: SQLValue?) -> JSONValue { value?.int.map { .number(String($0)) } ?? .null }
+        return [
+            "total_messages": number(totals.first), "senders_count": number(totals.dropFirst().first),
+            "first_message_ts": number(totals.dropFirst(2).first), "last_message_ts": number(totals.dropFirst(3).first),
+            "messages_per_sender": .array(top.map { ["from": .string($0[0].string ?? ""), "count": number($0[1])] }),
+            "total_statuses": .number(String(statuses)), "total_flow_alerts": .number(String(events)),
+            "total_confirmations": .number(String(confirmations)), "flows": .object(flows),
+        ]
+    }
+
+    /// Appointment bookings by start, `from`/`to` dates (`YYYY-MM-DD`), cancelled ones with `all=true`.
+    private func bookings(_ request: EndpointRequest, database: Database) throws -> JSONValue {
+        let parameters = try ReadParameters(request, allowed: ["limit", "offset", "from", "to", "all"])
+        let (limit, offset) = try parameters.page()
+        let from = try parameters.text("from"), to = try parameters.text("to")
+        for (name, value) in [("from", from), ("to", to)] {
+            if let value, !ISOTime.isDate(value) { throw BadParameter("\(name) must be a date written YYYY-MM-DD") }
+        }
+        let all: Bool
+        switch try parameters.text("all") {
+        case nil, "false", "0": all = false
+        case "true", "1": all = true
+        default: throw BadParameter("all must be true or false")
+        }
+        let bookings = try AppointmentStore.list(database: database, from: from, through: to, includeCancelled: all)
+        let page = bookings.dropFirst(offset).prefix(limit)
+        var data: [JSONValue] = []
+        for b in page {
+            var item: [String: JSONValue] = [
+                "id": .number(String(b.id)), "created_at": .string(ISOTime.format(b.createdAt)),
+                "flow_token": .string(b.flowToken), "department": .string(b.department),
+                "location": .string(b.location), "date": .string(b.date), "time": .string(b.time),
+                "starts_at": .string(b.startsAtText), "name": .string(b.name), "email": .string(b.email),
+                "phone": .string(b.phone), "more_details": .string(b.moreDetails), "status": .string(b.status.rawValue),
+                "confirmed": .bool(try WebhookStore.isConfirmed(database: database, token: b.flowToken)),
+            ]
+            if let cancelled = b.cancelledAt { item["cancelled_at"] = .string(ISOTime.format(cancelled)) }
+            data.append(.object(item))
+        }
+        return Endpoint.envelope(data, total: Int64(bookings.count), limit: limit, offset: offset)
+    }
+
+    /// Expenses newest first.
+    private func expenses(_ request: EndpointRequest, database: Database) throws -> JSONValue {
+        let parameters = try ReadParameters(request, allowed: ["limit", "offset"])
+        let (limit, offset) = try parameters.page()
+        let total = try database.query("SELECT count(*) FROM expenses").first?.first?.int ?? 0
+        var data: [JSONValue] = []
+        for e in try ExpenseStore.list(database: database, limit: limit, offset: offset) {
+            var item: [String: JSONValue] = [
+                "id": .number(String(e.id)), "created_at": .string(ISOTime.format(e.createdAt)),
+                "flow_token": .string(e.flowToken), "amount": .string(e.amount), "currency": .string(e.currency),
+                "category": .string(e.category), "date": .string(e.expenseDate),
+                "confirmed": .bool(try WebhookStore.isConfirmed(database: database, token: e.flowToken)),
+            ]
+            if let description = e.description { item["description"] = .string(description) }
+            data.append(.object(item))
+        }
+        return Endpoint.envelope(data, total: total, limit: limit, offset: offset)
+    }
+}
