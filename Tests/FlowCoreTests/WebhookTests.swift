@@ -50,7 +50,9 @@ final class WebhookHarness {
     /// POST `body` to `.../webhook`, signed with `secret` (unsigned when `nil`).
     func post(_ body: [UInt8], secret: String? = "secret", path: String = "/hooks/webhook") -> EndpointResponse {
         var params: [(String, String)] = [("CONTENT_LENGTH", String(body.count))]
-        if let secret { params.append((Signature.parameterName, Signature.header(for: body, secret: Array(secret.utf8)))) }
+        if let secret {
+            params.append((Signature.parameterName, Signature.header(for: body, secret: Array(secret.utf8))))
+        }
         return endpoint.handle(EndpointRequest(method: "POST", path: path, params: params, body: body), worker: worker)
     }
 
@@ -267,8 +269,8 @@ struct WebhookDeliveryTests {
         #expect(harness.post(body, secret: nil).status == 401)
         var tampered = body
         tampered[tampered.count - 3] = UInt8(ascii: " ")
-        let request = EndpointRequest(method: "POST", path: "/webhook",
-                                      params: [(Signature.parameterName, Signature.header(for: body, secret: Array("secret".utf8)))],
+        let header = Signature.header(for: body, secret: Array("secret".utf8))
+        let request = EndpointRequest(method: "POST", path: "/webhook", params: [(Signature.parameterName, header)],
                                       body: tampered)
         #expect(harness.endpoint.handle(request, worker: harness.worker).status == 401)
         #expect(try harness.count("webhook_messages") == 0)
@@ -282,8 +284,10 @@ struct WebhookDeliveryTests {
         #"{"entry":{}}"#,
         #"{"entry":[{"changes":[{"field":"messages"}]}]}"#,
         #"{"entry":[{"changes":[{"value":{}}]}]}"#,
-        #"{"entry":[{"changes":[{"field":"messages","value":{"messages":[{"id":"w","from":"1","timestamp":"1","type":"text","text":{}}]}}]}]}"#,
-        #"{"entry":[{"changes":[{"field":"messages","value":{"messages":[{"id":"w","from":"1","timestamp":"soon","type":"text","text":{"body":"x"}}]}}]}]}"#,
+        #"{"entry":[{"changes":[{"field":"messages","value":{"messages":[{"id":"w","from":"1","timestamp":"1","#
+            + #""type":"text","text":{}}]}}]}]}"#,
+        #"{"entry":[{"changes":[{"field":"messages","value":{"messages":[{"id":"w","from":"1","timestamp":"soon","#
+            + #""type":"text","text":{"body":"x"}}]}}]}]}"#,
         #"{"entry":[{"changes":[{"field":"messages","value":{"statuses":[{"id":"w","timestamp":"1"}]}}]}]}"#,
         #"{"entry":[{"changes":[{"field":"flows","value":{"flow_id":"1"}}]}]}"#,
     ])
@@ -304,7 +308,8 @@ struct WebhookDeliveryTests {
                               [Hook.messages([Hook.text("wamid.ok3"), badReply])]])
         let response = harness.post(body)
         #expect(response.status == 400)
-        #expect(bodyText(response).contains("entry[1].changes[0].value.messages[1].interactive.nfm_reply.response_json"))
+        #expect(bodyText(response).contains(
+            "entry[1].changes[0].value.messages[1].interactive.nfm_reply.response_json"))
         for table in ["webhook_messages", "webhook_statuses", "webhook_confirmations", "webhook_flow_events"] {
             #expect(try harness.count(table) == 0)
         }
@@ -382,7 +387,9 @@ struct ReadAPITests {
         let start: Int64 = 1_795_435_200
         let texts = ["Hello", "100% sure", "under_score", "HELLO again", "bye", "help me", "hello_world"]
         let senders = ["111", "222", "111", "333", "111", "222", "111"]
-        let messages = (0..<7).map { Hook.text("wamid.\($0)", from: senders[$0], at: start + Int64($0) * 60, texts[$0]) }
+        let messages = (0..<7).map {
+            Hook.text("wamid.\($0)", from: senders[$0], at: start + Int64($0) * 60, texts[$0])
+        }
         #expect(harness.post(Hook.body(Hook.messages(messages))).status == 200)
         return harness
     }
@@ -512,8 +519,10 @@ struct ReadAPITests {
         #expect(harness.get("/api/expenses", "from=2026-01-01").status == 400)
 
         try harness.exchange("appointment", "INIT", token: "appt-1")
-        try harness.exchange("appointment", "data_exchange", screen: "DETAILS", data: appointmentFields, token: "appt-1")
-        try harness.exchange("appointment", "data_exchange", screen: "SUMMARY", data: appointmentFields, token: "appt-1")
+        for screen in ["DETAILS", "SUMMARY"] {
+            try harness.exchange("appointment", "data_exchange", screen: screen, data: appointmentFields,
+                                 token: "appt-1")
+        }
         let bookings = try harness.read("/api/bookings", "from=2026-03-01&to=2026-03-31")
         #expect(bookings["total"] == 1)
         let booking = bookings["data"]?.arrayValue?.first

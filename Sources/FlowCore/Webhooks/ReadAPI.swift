@@ -133,7 +133,8 @@ extension Endpoint {
             conditions.append("text LIKE ?\(arguments.count) ESCAPE '\\'")
         }
         let filter = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
-        let total = try database.query("SELECT count(*) FROM webhook_messages" + filter, arguments).first?.first?.int ?? 0
+        let total = try database.query("SELECT count(*) FROM webhook_messages" + filter, arguments)
+            .first?.first?.int ?? 0
         let rows = try database.query("""
             SELECT id, sender, type, timestamp, text, flow_token, response_json FROM webhook_messages\(filter)
             ORDER BY timestamp DESC, rowid DESC LIMIT \(limit) OFFSET \(offset)

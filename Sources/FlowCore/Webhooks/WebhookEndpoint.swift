@@ -23,7 +23,9 @@ extension Endpoint {
         guard !request.bodyTooLarge, request.body.count <= limit else {
             return fail(413, "webhook body larger than \(limit) bytes (WEBHOOK_MAX_BODY_BYTES)")
         }
-        if let announced = request.values(of: "CONTENT_LENGTH").first.flatMap({ Int($0) }), announced > request.body.count {
+        if let announced = request.values(of: "CONTENT_LENGTH").first.flatMap({ Int($0) }),
+            announced > request.body.count
+        {
             return fail(400, "request body ended early (\(request.body.count) of \(announced) bytes): client went away")
         }
         if configuration.signatureCheck {

@@ -19,8 +19,8 @@ public struct WebhookSettings: Sendable {
         verifyToken = settings["VERIFY_TOKEN"]
         if let token = settings["API_TOKEN"] {
             guard token.utf8.count >= WebhookSettings.minimumAPITokenLength else {
-                throw ConfigError("API_TOKEN is shorter than \(WebhookSettings.minimumAPITokenLength) characters: use a "
-                    + "long random token (e.g. openssl rand -hex 32)")
+                throw ConfigError("API_TOKEN is shorter than \(WebhookSettings.minimumAPITokenLength) characters: "
+                    + "use a long random token (e.g. openssl rand -hex 32)")
             }
             guard token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
                 throw ConfigError("API_TOKEN contains spaces or characters other than printable ASCII")
