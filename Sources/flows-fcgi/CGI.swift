@@ -42,6 +42,12 @@ func serveCGI(endpoint: Endpoint) -> Int32 {
     let response = endpoint.handle(EndpointRequest(method: method, params: params, body: body, bodyTooLarge: tooLarge),
                                    worker: worker)
     writeAll(1, encodeCGIResponse(response, includeBody: method != "HEAD"))
+    // The answer is complete once stdout closes; only then try the callback outbox (a CGI process has no thread
+    // of its own for it: each request tries what is due, so deliveries are retried as requests come in).
+    if let target = endpoint.configuration.webhook.callback, let database = worker.database {
+        close(1)
+        CallbackDelivery.deliverDue(database: database, target: target, log: endpoint.log, limit: 5)
+    }
     return 0
 }
 

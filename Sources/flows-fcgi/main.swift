@@ -1,4 +1,5 @@
 import FlowCore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -113,14 +114,15 @@ func run() -> Int32 {
         "flows": configuration.flows.keys.sorted().joined(separator: ","),
         "database": configuration.databasePath ?? "none",
     ])
-    let status: Int32
-    if options.processes > 0 {
-        status = prefork(processes: options.processes, log: log) {
-            serveFastCGI(fd: fd, threads: options.threads, endpoint: endpoint)
-        }
-    } else {
-        status = serveFastCGI(fd: fd, threads: options.threads, endpoint: endpoint)
+    // One serving process: worker threads, plus the callback delivery thread when CALLBACK_URL is set.
+    let serve = { () -> Int32 in
+        let delivery = CallbackDelivery.start(configuration: configuration, log: log)
+        let status = serveFastCGI(fd: fd, threads: options.threads, endpoint: endpoint)
+        stopRequested.store(true, ordering: .sequentiallyConsistent)
+        if let delivery { pthread_join(delivery, nil) }
+        return status
     }
+    let status = options.processes > 0 ? prefork(processes: options.processes, log: log, serve: serve) : serve()
     if case .ownSocket(_, _, let path?) = mode { unlink(path) }
     log.info("stopped", ["status": String(status)])
     return status

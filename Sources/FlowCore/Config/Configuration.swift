@@ -4,8 +4,7 @@ public struct Configuration: Sendable {
     public static let coreSettingNames: [String] = [
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
         "DATABASE_URL", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK", "DATABASE_BUSY_TIMEOUT_MS",
-        "VERIFY_TOKEN", "API_TOKEN", "WEBHOOK_MAX_BODY_BYTES",
-    ]
+    ] + WebhookSettings.settingNames
 
     /// Every setting name known to the core and the registered flows.
     public static var allSettingNames: Set<String> {

@@ -48,7 +48,8 @@ extension Endpoint {
         }
         let stored: WebhookStore.Stored
         do {
-            stored = try WebhookStore.store(batch, database: database, now: clock())
+            stored = try WebhookStore.store(batch, database: database, now: clock(),
+                                           forward: configuration.webhook.callback != nil)
         } catch let error as DatabaseError where error.isUnavailable {
             log.error("storage unavailable", ["route": "webhook", "error": error.description])
             return fail(503, "storage unavailable, try again later")

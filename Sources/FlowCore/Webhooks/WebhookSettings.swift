@@ -1,7 +1,7 @@
 /// The webhook receiver's and read API's settings: `VERIFY_TOKEN`, `API_TOKEN`, `WEBHOOK_MAX_BODY_BYTES`.
 public struct WebhookSettings: Sendable {
     /// The setting names read here (listed in `Configuration.coreSettingNames`).
-    public static let settingNames = ["VERIFY_TOKEN", "API_TOKEN", "WEBHOOK_MAX_BODY_BYTES"]
+    public static let settingNames = ["VERIFY_TOKEN", "API_TOKEN", "WEBHOOK_MAX_BODY_BYTES", "CALLBACK_URL"]
 
     /// The shortest `API_TOKEN` accepted (a bearer token guessable by brute force protects nothing).
     public static let minimumAPITokenLength = 16
@@ -12,6 +12,8 @@ public struct WebhookSettings: Sendable {
     public let apiToken: String?
     /// Webhook POST bodies above this many bytes get 413.
     public let maxBodyBytes: Int
+    /// Where confirmed completions are forwarded (`CALLBACK_URL`), if anywhere.
+    public let callback: CallbackTarget?
 
     /// Reads and validates the settings.
     /// - Throws: `ConfigError` naming the setting (never its value when it is a secret).
@@ -30,5 +32,6 @@ public struct WebhookSettings: Sendable {
             apiToken = nil
         }
         maxBodyBytes = try settings.integer("WEBHOOK_MAX_BODY_BYTES", default: 4 << 20, range: 1024...(64 << 20))
+        callback = try settings["CALLBACK_URL"].map { url throws(ConfigError) in try CallbackTarget(url: url) }
     }
 }

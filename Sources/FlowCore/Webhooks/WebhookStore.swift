@@ -40,7 +40,7 @@ public enum WebhookStore {
                 received_at INTEGER NOT NULL
             );
             """),
-    ]
+    ] + CallbackOutbox.migrations
 
     /// What storing a batch changed.
     public struct Stored: Sendable, Equatable {
@@ -54,8 +54,11 @@ public enum WebhookStore {
         public var newFlowEvents: [String] = []
     }
 
-    /// Stores `batch` in one write transaction; items seen before are left as they are.
-    public static func store(_ batch: WebhookBatch, database: Database, now: Int64) throws -> Stored {
+    /// Stores `batch` in one write transaction; items seen before are left as they are. With `forward`, each newly
+    /// confirmed completion is queued in the callback outbox in the same transaction.
+    public static func store(_ batch: WebhookBatch, database: Database, now: Int64, forward: Bool = false) throws
+        -> Stored
+    {
         try database.writeTransaction { () throws(DatabaseError) -> Stored in
             var stored = Stored()
             for m in batch.messages {
@@ -74,6 +77,9 @@ public enum WebhookStore {
                         ON CONFLICT (flow_token) DO NOTHING RETURNING 1
                         """, [.text(token), .text(m.id), .integer(now)])
                     stored.confirmations += confirmed.count
+                    if forward, !confirmed.isEmpty {
+                        try CallbackOutbox.enqueue(m, token: token, database: database, now: now)
+                    }
                 }
             }
             for s in batch.statuses {

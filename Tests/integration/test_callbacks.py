@@ -1,0 +1,87 @@
+"""CALLBACK OUTBOX: a completion confirmed by an nfm_reply webhook is forwarded to CALLBACK_URL, also when the
+business system was down at first (retried with backoff), and only once however often Meta redelivers it.
+The business system is a real HTTP server on 127.0.0.1 started by the test."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import sqlite3
+import threading
+import time
+
+from conftest import Processes, free_port, make_deployment, wait_until
+
+
+class Receiver:
+    """The business system: records every POSTed JSON body."""
+
+    def __init__(self, port: int):
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the stdlib's name)
+                length = int(self.headers["Content-Length"])
+                received.append((self.path, self.headers["Content-Type"], json.loads(self.rfile.read(length))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def outbox(db) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT flow_token, attempts, delivered_at IS NOT NULL, last_error FROM webhook_outbox"
+                            ).fetchall()
+
+
+def test_completion_forwarded_after_the_business_system_comes_back(binary, keys, app_secret, tmp_path):
+    port = free_port()  # nothing listens here yet: the first attempt is refused
+    processes = Processes()
+    receiver = None
+    try:
+        dep = make_deployment("nginx+listen-unix", binary, keys, app_secret, tmp_path, processes,
+                              CALLBACK_URL=f"http://127.0.0.1:{port}/flows/completed")
+        params = {"flow_token": "cb-" + str(port), "booking_id": 7}
+        message = {"from": "15550001234", "id": f"wamid.cb-{port}", "timestamp": "1795435200", "type": "interactive",
+                   "interactive": {"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+                                                                      "response_json": json.dumps(params)}}}
+        body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+            {"field": "messages", "value": {"messaging_product": "whatsapp", "messages": [message]}}]}]}).encode()
+        ok = dep.post_signed("/webhook", body)
+        assert ok.status == 200, (ok.body, dep.logs())
+
+        db = tmp_path / "flows.db"
+        rows = wait_until(lambda: [r for r in outbox(db) if r[1] >= 1] or None, 10, "a failed first attempt")
+        token, attempts, delivered, error = rows[0]
+        assert (token, delivered) == (params["flow_token"], 0)
+        assert "cannot connect" in error, error
+
+        receiver = Receiver(port)
+        wait_until(lambda: receiver.received, 20, "the retried delivery")
+        path, content_type, payload = receiver.received[0]
+        assert path == "/flows/completed" and content_type == "application/json"
+        assert payload["flow_token"] == params["flow_token"]
+        assert payload["response"] == params
+        assert payload["message_id"] == message["id"] and payload["from"] == "15550001234"
+        wait_until(lambda: outbox(db)[0][2] == 1, 5, "the delivery recorded")
+
+        # Meta redelivers the same webhook: stored once, forwarded once.
+        assert dep.post_signed("/webhook", body).status == 200
+        time.sleep(2.5)
+        assert len(receiver.received) == 1
+        assert len(outbox(db)) == 1
+        assert "callback delivered" in dep.logs()
+    finally:
+        if receiver:
+            receiver.stop()
+        processes.stop_all()
