@@ -107,13 +107,20 @@ public struct RequestSummary: Sendable {
     public var reason: String?
 }
 
-/// Per-thread state the endpoint uses: the database connection. Owned by exactly one worker thread.
+/// Per-thread state the endpoint uses: the database connection and the crypto contexts set up once (one per
+/// private key, one per app secret). Owned by exactly one worker thread.
 public final class Worker {
     /// This thread's connection, if a database is configured.
     public let database: Database?
+    /// One OAEP decryptor per configured private key, newest first.
+    public let decryptors: [OAEPDecryptor]
+    /// One keyed HMAC per accepted app secret, current first.
+    public let signatureKeys: [HMACSHA256]
 
     /// Opens this thread's connection (applying migrations) when `configuration` has a database.
     public init(configuration: Configuration) throws(DatabaseError) {
+        decryptors = configuration.keys.map { OAEPDecryptor(key: $0) }
+        signatureKeys = configuration.appSecrets.map { HMACSHA256(key: $0) }
         if let path = configuration.databasePath {
             database = try Database(path: path, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
                                     migrations: configuration.migrations)
@@ -169,9 +176,10 @@ public struct Endpoint: Sendable {
         let response = respond(request, worker: worker, summary: &summary)
         var end = timespec()
         clock_gettime(CLOCK_MONOTONIC, &end)
+        let level: LogLevel = response.status >= 500 ? .error : (response.status >= 400 ? .warning : .info)
+        guard level >= log.level else { return response }
         let micros = (Int(end.tv_sec) - Int(start.tv_sec)) * 1_000_000 + (Int(end.tv_nsec) - Int(start.tv_nsec)) / 1000
         let milliseconds = "\(micros / 1000).\(String(micros % 1000 / 100))"
-        let level: LogLevel = response.status >= 500 ? .error : (response.status >= 400 ? .warning : .info)
         if let reason = summary.reason {
             log.log(level, "request", ["route": summary.route, "action": summary.action, "screen": summary.screen,
                                        "status": String(response.status), "ms": milliseconds, "reason": reason])
@@ -218,7 +226,7 @@ public struct Endpoint: Sendable {
             if configuration.signatureCheck {
                 do {
                     try Signature.verify(values: request.values(of: Signature.parameterName), body: request.body,
-                                         secrets: configuration.appSecrets)
+                                         keys: worker.signatureKeys)
                 } catch {
                     return fail(432, error.description)
                 }
@@ -229,7 +237,7 @@ public struct Endpoint: Sendable {
             }
             let decrypted: DecryptedRequest
             do {
-                decrypted = try FlowCrypto.decrypt(envelope, keys: configuration.keys)
+                decrypted = try FlowCrypto.decrypt(envelope, decryptors: worker.decryptors)
             } catch {
                 return fail(421, "cannot decrypt: \(Endpoint.describe(error))")
             }
@@ -249,8 +257,8 @@ public struct Endpoint: Sendable {
         }
         func encrypted(_ status: Int, _ value: JSONValue) -> EndpointResponse {
             do {
-                let body = try decrypted.seal(value.serialized)
-                return EndpointResponse(status: status, headers: [("Content-Type", "text/plain")], body: Array(body.utf8))
+                let body = try decrypted.sealBytes(value.serialized)
+                return EndpointResponse(status: status, headers: [("Content-Type", "text/plain")], body: body)
             } catch {
                 return fail(500, "internal error")
             }

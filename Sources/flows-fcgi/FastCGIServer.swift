@@ -204,10 +204,30 @@ func splitParam(_ entry: UnsafePointer<CChar>) -> (String, String) {
 
 /// `Status:` line, headers, blank line and body, as a CGI/FastCGI responder writes them.
 func encodeCGIResponse(_ response: EndpointResponse, includeBody: Bool) -> [UInt8] {
-    var head = "Status: \(response.status) \(EndpointResponse.reason(response.status))\r\n"
-    for (name, value) in response.headers { head += "\(name): \(value)\r\n" }
-    head += "Content-Length: \(response.body.count)\r\n\r\n"
-    var bytes = Array(head.utf8)
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(128 + (includeBody ? response.body.count : 0))
+    func append(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes.append(contentsOf: $0) }
+    }
+    func appendNumber(_ value: Int) {
+        if value >= 10 { appendNumber(value / 10) }
+        bytes.append(UInt8(ascii: "0") + UInt8(value % 10))
+    }
+    append("Status: ")
+    appendNumber(response.status)
+    bytes.append(UInt8(ascii: " "))
+    append(EndpointResponse.reason(response.status))
+    bytes.append(contentsOf: [0x0D, 0x0A])
+    for (name, value) in response.headers {
+        append(name)
+        bytes.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")])
+        append(value)
+        bytes.append(contentsOf: [0x0D, 0x0A])
+    }
+    append("Content-Length: ")
+    appendNumber(response.body.count)
+    bytes.append(contentsOf: [0x0D, 0x0A, 0x0D, 0x0A])
     if includeBody { bytes.append(contentsOf: response.body) }
     return bytes
 }

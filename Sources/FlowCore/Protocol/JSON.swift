@@ -214,6 +214,23 @@ public struct JSONParser {
 
     private mutating func parseString() throws(JSONError) -> String {
         index += 1  // opening quote
+        let start = index
+        // Most strings have no escape: validate and copy the bytes between the quotes once.
+        while index < bytes.count {
+            let b = bytes[index]
+            if b == UInt8(ascii: "\"") {
+                let end = index
+                index += 1
+                let text = bytes.withUnsafeBufferPointer {
+                    String(validating: UnsafeBufferPointer(rebasing: $0[start..<end]), as: UTF8.self)
+                }
+                guard let text else { throw error("invalid UTF-8 in string") }
+                return text
+            }
+            if b == UInt8(ascii: "\\") || b < 0x20 { break }
+            index += 1
+        }
+        index = start
         var out: [UInt8] = []
         var runStart = index
         while true {
@@ -312,11 +329,13 @@ extension JSONValue {
             out.append(UInt8(ascii: "]"))
         case .object(let o):
             out.append(UInt8(ascii: "{"))
-            for (i, key) in o.keys.sorted().enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
+            var first = true
+            for (key, value) in o.sorted(by: { $0.key < $1.key }) {
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
                 JSONValue.writeString(key, to: &out)
                 out.append(UInt8(ascii: ":"))
-                o[key]!.write(to: &out)
+                value.write(to: &out)
             }
             out.append(UInt8(ascii: "}"))
         }
@@ -326,6 +345,16 @@ extension JSONValue {
 
     private static func writeString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        // Most strings need no escape: copy them whole.
+        let copied = s.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            for b in bytes where b < 0x20 || b == 0x22 || b == 0x5C { return false }
+            out.append(contentsOf: bytes)
+            return true
+        }
+        if copied == true {
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for b in s.utf8 {
             switch b {
             case 0x22: out.append(contentsOf: [0x5C, 0x22])

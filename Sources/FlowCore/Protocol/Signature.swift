@@ -38,6 +38,12 @@ public enum Signature {
     ///   - body: the exact raw body bytes.
     ///   - secrets: the accepted app secrets.
     public static func verify(values: [String], body: [UInt8], secrets: [[UInt8]]) throws(Failure) {
+        try verify(values: values, body: body, keys: secrets.map { HMACSHA256(key: $0) })
+    }
+
+    /// Checks the signature parameters of a request against `body` with the app secrets keyed once per worker
+    /// thread (`keys`, current first).
+    public static func verify(values: [String], body: [UInt8], keys: [HMACSHA256]) throws(Failure) {
         guard !values.isEmpty else { throw .missing }
         guard values.count == 1 else { throw .duplicated }
         let value = values[0]
@@ -46,9 +52,9 @@ public enum Signature {
             let given = Hex.decode(value.dropFirst(7))
         else { throw .malformed }
         var matched = false
-        for secret in secrets {
+        for key in keys {
             // Every secret is checked, so timing does not tell which one matched.
-            let expected = Digest.hmacSHA256(key: secret, message: body)
+            let expected = key.authenticate(body)
             if Digest.constantTimeEqual(expected, given) { matched = true }
         }
         guard matched else { throw .mismatch }

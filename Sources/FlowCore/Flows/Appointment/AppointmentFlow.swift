@@ -53,6 +53,8 @@ public struct AppointmentFlow: Flow {
     public let catalog: AppointmentCatalog
     /// How long a flow token may be used after its session was created (its first saved step), in seconds.
     public let sessionLifetimeSeconds: Int64
+    /// APPOINTMENT's data with nothing chosen (INIT's answer): it depends on the catalog alone, so it is built once.
+    let firstScreen: [String: JSONValue]
 
     /// The flow configured by `APPOINTMENT_CATALOG` and `APPOINTMENT_SESSION_HOURS`.
     /// - Throws: `ConfigError` naming the setting, the file and the field.
@@ -72,6 +74,7 @@ public struct AppointmentFlow: Flow {
         BusinessTimeZone.use(catalog.timeZone)
         self.catalog = catalog
         sessionLifetimeSeconds = Int64(sessionHours) * 3600
+        firstScreen = AppointmentExchange.catalogLists(catalog, AppointmentChoices())
     }
 
     /// The flow's tables.
@@ -254,15 +257,11 @@ private struct AppointmentExchange {
     static let incompleteMessage = "The appointment details are not valid any more. Please go back and choose the "
         + "department, location, date and time again."
 
-    static func item(_ id: String, _ title: String, enabled: Bool = true) -> JSONValue {
-        enabled ? ["id": .string(id), "title": .string(title)]
-            : ["id": .string(id), "title": .string(title), "enabled": false]
-    }
-
-    /// APPOINTMENT's data for valid `choices`: every list narrowed to them, the flags, and `error`.
-    func appointmentScreen(_ choices: AppointmentChoices, error: String?) throws(DatabaseError) -> FlowAnswer {
+    /// APPOINTMENT's data as far as the catalog alone decides it: the lists narrowed to `choices` and the flags,
+    /// dates and times not yet listed.
+    static func catalogLists(_ catalog: AppointmentCatalog, _ choices: AppointmentChoices) -> [String: JSONValue] {
         var data: [String: JSONValue] = [
-            "department": .array(catalog.departments.map { AppointmentExchange.item($0.id, $0.title) }),
+            "department": .array(catalog.departments.map { item($0.id, $0.title) }),
             "is_location_enabled": .bool(choices.department != nil),
             "is_date_enabled": .bool(choices.location != nil),
             "is_time_enabled": .bool(choices.date != nil),
@@ -270,10 +269,21 @@ private struct AppointmentExchange {
         let locations = catalog.locations.filter { location in
             choices.department.map { location.departments.contains($0) } ?? true
         }
-        data["location"] = .array(locations.map { AppointmentExchange.item($0.id, $0.title) })
-        data["date"] = .array([AppointmentExchange.item("none", "Choose a location first", enabled: false)])
-        data["time"] = .array([AppointmentExchange.item("none", "Choose a date first", enabled: false)])
+        data["location"] = .array(locations.map { item($0.id, $0.title) })
+        data["date"] = .array([item("none", "Choose a location first", enabled: false)])
+        data["time"] = .array([item("none", "Choose a date first", enabled: false)])
+        return data
+    }
 
+    static func item(_ id: String, _ title: String, enabled: Bool = true) -> JSONValue {
+        enabled ? ["id": .string(id), "title": .string(title)]
+            : ["id": .string(id), "title": .string(title), "enabled": false]
+    }
+
+    /// APPOINTMENT's data for valid `choices`: every list narrowed to them, the flags, and `error`.
+    func appointmentScreen(_ choices: AppointmentChoices, error: String?) throws(DatabaseError) -> FlowAnswer {
+        if choices == AppointmentChoices(), error == nil { return .screen(Screen.appointment, data: flow.firstScreen) }
+        var data = AppointmentExchange.catalogLists(catalog, choices)
         if let department = choices.department, let locationID = choices.location,
             let location = catalog.location(locationID)
         {
