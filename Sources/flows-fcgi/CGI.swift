@@ -15,7 +15,7 @@ func serveCGI(endpoint: Endpoint) -> Int32 {
         params.append(splitParam(pointer))
         entry += 1
     }
-    let cap = endpoint.configuration.maxBodyBytes
+    let cap = endpoint.configuration.transportBodyLimit
     var body: [UInt8] = []
     var tooLarge = false
     var buffer = [UInt8](repeating: 0, count: 65536)

@@ -51,7 +51,7 @@ SHIPPED_LIGHTTPD_SOCKET = "/run/lighttpd/flows-fcgi.socket"
 SHIPPED_LOG = "/var/log/flows-fcgi/flows-fcgi.log"
 PREFIX = "/flows-fcgi"  # the URL prefix the shipped configs route to the responder
 
-# The responder's body cap in the test config: small, so 413 comes from the responder, not nginx (1m).
+# The responder's body cap in the test config: small, so 413 comes from the responder, not nginx (4m).
 TEST_MAX_BODY = 65536
 
 # --------------------------------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def test_not_an_envelope_is_400(deployment: Deployment):
 
 def test_oversized_body_is_413(deployment: Deployment):
     # Validly signed, above the responder's MAX_BODY_BYTES (64 KiB in the test config) but below the web
-    # server's own 1 MiB limit, so the 413 is the responder's.
+    # server's own limit (4 MiB in the shipped configs), so the 413 is the responder's.
     ctx = FlowCrypto.from_file(deployment.keys.public_pem).encrypt(PING, extra={"padding": "x" * (3 * TEST_MAX_BODY)})
     r = deployment.post_signed(FLOW, ctx.body)
     assert r.status == 413, r
