@@ -197,7 +197,7 @@ def main() -> None:
         secret = os.urandom(16).hex()
         env = dict(os.environ, APP_SECRET=secret, PRIVATE_KEY_FILE=keys.private_pem,
                    PASSPHRASE_FILE=keys.passphrase_file, DATABASE_URL=f"sqlite:{work}/flows.db",
-                   LOG_FILE=f"{work}/flows.log", LOG_LEVEL="warning")
+                   LOG_FILE=f"{work}/flows.log")
         port = free_port()
         with open(os.path.join(work, "nginx.conf"), "w") as f:
             f.write(NGINX_CONF.format(dir=work, port=port))

@@ -141,7 +141,7 @@ private func workerLoop(fd: Int32, index: Int, endpoint: Endpoint) -> Bool {
         endpoint.log.error("FCGX_InitRequest failed", ["worker": String(index)])
         return false
     }
-    let cap = endpoint.configuration.maxBodyBytes
+    let cap = endpoint.configuration.transportBodyLimit
     var buffer = [CChar](repeating: 0, count: 65536)
     while !stopRequested.load(ordering: .relaxed) {
         // The wake-up signal may interrupt only the wait for a connection.

@@ -84,3 +84,17 @@ def test_signed_delivery_stored_once_and_read_back(hooks: Deployment):
     assert "ENDPOINT_LATENCY" in log
     assert "15550001234" not in log and "Integration hello" not in log
     assert API_TOKEN not in log and VERIFY_TOKEN not in log
+
+
+def test_large_batch_passes_the_flows_body_cap(hooks: Deployment):
+    """A webhook batch far above MAX_BODY_BYTES (64 KiB in the test config) but under WEBHOOK_MAX_BODY_BYTES is
+    read whole by the FastCGI transport and stored; the same size to a flow is still 413."""
+    messages = [{"from": "15550009999", "id": f"wamid.big-{i}-" + secrets.token_hex(4), "timestamp": "1795435200",
+                 "type": "text", "text": {"body": "x" * 2000}} for i in range(200)]
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp", "messages": messages}}]}]}).encode()
+    assert len(body) > 6 * 65536
+    ok = hooks.post_signed("/webhook", body)
+    assert ok.status == 200, (ok.body[:300], hooks.logs())
+    assert json.loads(ok.body) == {"received": 200}
+    assert hooks.post_signed("/flows/expense", body).status == 413
