@@ -216,20 +216,9 @@ public struct Endpoint: Sendable {
             guard request.method == "POST" else {
                 return fail(405, "method \(request.method) not allowed", [("Allow", "POST")])
             }
-            guard !request.bodyTooLarge, request.body.count <= configuration.maxBodyBytes else {
-                return fail(413, "request body larger than \(configuration.maxBodyBytes) bytes (MAX_BODY_BYTES)")
-            }
-            // The body is read to the end of the stream; a shorter body than announced means the client went away.
-            if let announced = request.values(of: "CONTENT_LENGTH").first.flatMap({ Int($0) }), announced > request.body.count {
-                return fail(400, "request body ended early (\(request.body.count) of \(announced) bytes): client went away")
-            }
-            if configuration.signatureCheck {
-                do {
-                    try Signature.verify(values: request.values(of: Signature.parameterName), body: request.body,
-                                         keys: worker.signatureKeys)
-                } catch {
-                    return fail(432, error.description)
-                }
+            if let (status, message) = signedBodyProblem(request, worker: worker, limit: configuration.maxBodyBytes,
+                                                         limitSetting: "MAX_BODY_BYTES", signatureStatus: 432) {
+                return fail(status, message)
             }
             guard let envelope = Envelope.parse(request.body) else {
                 return fail(400, "the body is not a Flows envelope (a JSON object with encrypted_flow_data, "
@@ -309,6 +298,29 @@ public struct Endpoint: Sendable {
             log.error("flow failed", ["flow": flow.name, "error": String(describing: error)])
             return fail(500, "internal error")
         }
+    }
+
+    /// Checks a signed POST body before anything parses it: within `limit` (else 413), complete (a body shorter
+    /// than `CONTENT_LENGTH` means the client went away: 400), and signed with a configured app secret (else
+    /// `signatureStatus`: 432 for Flows, 401 for webhooks). `nil` when the body may be used.
+    func signedBodyProblem(_ request: EndpointRequest, worker: Worker, limit: Int, limitSetting: String,
+                           signatureStatus: Int) -> (Int, String)? {
+        guard !request.bodyTooLarge, request.body.count <= limit else {
+            return (413, "request body larger than \(limit) bytes (\(limitSetting))")
+        }
+        // The body is read to the end of the stream; a shorter body than announced means the client went away.
+        if let announced = request.values(of: "CONTENT_LENGTH").first.flatMap({ Int($0) }), announced > request.body.count {
+            return (400, "request body ended early (\(request.body.count) of \(announced) bytes): client went away")
+        }
+        if configuration.signatureCheck {
+            do {
+                try Signature.verify(values: request.values(of: Signature.parameterName), body: request.body,
+                                     keys: worker.signatureKeys)
+            } catch {
+                return (signatureStatus, error.description)
+            }
+        }
+        return nil
     }
 
     private static func describe(_ failure: DecryptionFailure) -> String {

@@ -19,22 +19,9 @@ extension Endpoint {
         default:
             return fail(405, "method \(request.method) not allowed", [("Allow", "GET, POST")])
         }
-        let limit = configuration.webhook.maxBodyBytes
-        guard !request.bodyTooLarge, request.body.count <= limit else {
-            return fail(413, "webhook body larger than \(limit) bytes (WEBHOOK_MAX_BODY_BYTES)")
-        }
-        if let announced = request.values(of: "CONTENT_LENGTH").first.flatMap({ Int($0) }),
-            announced > request.body.count
-        {
-            return fail(400, "request body ended early (\(request.body.count) of \(announced) bytes): client went away")
-        }
-        if configuration.signatureCheck {
-            do {
-                try Signature.verify(values: request.values(of: Signature.parameterName), body: request.body,
-                                     secrets: configuration.appSecrets)
-            } catch {
-                return fail(401, error.description)
-            }
+        if let (status, message) = signedBodyProblem(request, worker: worker, limit: configuration.webhook.maxBodyBytes,
+                                                     limitSetting: "WEBHOOK_MAX_BODY_BYTES", signatureStatus: 401) {
+            return fail(status, message)
         }
         let batch: WebhookBatch
         do {

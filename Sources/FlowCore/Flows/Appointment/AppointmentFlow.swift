@@ -335,11 +335,7 @@ private struct AppointmentExchange {
     /// data_exchange on DETAILS: validate, then SUMMARY.
     func details() throws(DatabaseError) -> FlowAnswer {
         let sent = AppointmentFields(request.data)
-        var fields = sent
-        fields.name = AppointmentInput.trimmed(sent.name)
-        fields.email = AppointmentInput.trimmed(sent.email)
-        fields.phone = AppointmentInput.trimmed(sent.phone)
-        fields.moreDetails = AppointmentInput.trimmed(sent.moreDetails)
+        var fields = sent.trimmed
         let (choices, problem) = narrow(sent.choices)
         return try gate(saving: choices) { _ throws(DatabaseError) in
             func again(_ message: String) -> FlowAnswer {
@@ -405,11 +401,7 @@ private struct AppointmentExchange {
     func confirm() throws(DatabaseError) -> FlowAnswer {
         let sent = AppointmentFields(request.data)
         let fingerprint = sent.fingerprint
-        var fields = sent
-        fields.name = AppointmentInput.trimmed(sent.name)
-        fields.email = AppointmentInput.trimmed(sent.email)
-        fields.phone = AppointmentInput.trimmed(sent.phone)
-        fields.moreDetails = AppointmentInput.trimmed(sent.moreDetails)
+        let fields = sent.trimmed
         let (choices, problem) = narrow(sent.choices)
 
         let outcome = try AppointmentStore.immediate(database) { () throws(DatabaseError) -> Outcome in

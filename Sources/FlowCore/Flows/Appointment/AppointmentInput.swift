@@ -51,6 +51,16 @@ struct AppointmentFields: Sendable, Equatable {
     var fingerprint: String {
         Hex.encode(Digest.sha256(JSONValue.object(json).serialized))
     }
+
+    /// The same fields with the person's entries trimmed of surrounding white space.
+    var trimmed: AppointmentFields {
+        var fields = self
+        fields.name = AppointmentInput.trimmed(name)
+        fields.email = AppointmentInput.trimmed(email)
+        fields.phone = AppointmentInput.trimmed(phone)
+        fields.moreDetails = AppointmentInput.trimmed(moreDetails)
+        return fields
+    }
 }
 
 /// Checks and tidies what the user typed on DETAILS.
