@@ -8,21 +8,27 @@ import Musl
 
 /// Operator subcommands: they read the same configuration as the responder and work on its database.
 enum Command {
-    static let names: Set<String> = ["bookings", "cancel-booking", "expenses"]
+    static let names: Set<String> = ["bookings", "cancel-booking", "expenses", "keygen", "check"]
 
     static let usage = """
         usage: flows-fcgi bookings [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--all] [--csv] [--config FILE]
                flows-fcgi cancel-booking ID [--config FILE]
                flows-fcgi expenses [--limit N] [--offset N] [--csv] [--config FILE]
+               flows-fcgi keygen --out DIR [--bits 2048] [--format pkcs8|pkcs1] [--passphrase-file FILE]
+               flows-fcgi check [--config FILE]
 
         bookings         list appointment bookings by start time (--all includes cancelled ones)
         cancel-booking   cancel booking ID; its seat becomes free again
         expenses         list expenses, newest first; --csv exports every expense (oldest first) as CSV
-        These print personal data (names, emails, phones): keep their output away from logs.
+        keygen           write a new encrypted key pair to DIR and print the public key to upload
+        check            load the configuration as the responder would and report each problem (exit 0: all well)
+        bookings, cancel-booking and expenses print personal data (names, emails, phones): keep their output away from logs.
         """
 
     /// Runs subcommand `name` with `arguments`; returns the exit status.
     static func run(_ name: String, _ arguments: [String]) -> Int32 {
+        if name == "keygen" { return Keygen.run(arguments) }
+        if name == "check" { return Check.run(arguments) }
         var flags: [String: String] = [:]
         var positional: [String] = []
         var i = 0
