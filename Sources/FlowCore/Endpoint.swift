@@ -151,7 +151,7 @@ public struct Endpoint: Sendable {
 
     private enum Route {
         case flow(String)
-        case health
+        case health(ready: Bool)
         case webhook
         case readAPI(ReadResource)
         case notFound
@@ -161,7 +161,8 @@ public struct Endpoint: Sendable {
         var components = path.split(separator: "/", omittingEmptySubsequences: true)
         if components.last == "live", components.dropLast().last == "health" { components.removeLast() }
         guard let last = components.last else { return .notFound }
-        if last == "health" { return .health }
+        if last == "health" { return .health(ready: false) }
+        if last == "ready", components.dropLast().last == "health" { return .health(ready: true) }
         if components.count >= 2, components[components.count - 2] == "flows" { return .flow(String(last)) }
         if last == "webhook" { return .webhook }
         if let resource = ReadResource(rawValue: String(last)) { return .readAPI(resource) }
@@ -198,12 +199,8 @@ public struct Endpoint: Sendable {
         switch Endpoint.route(request.path) {
         case .notFound:
             return fail(404, "not found: no flows-fcgi route ends like \(request.path.isEmpty ? "/" : request.path)")
-        case .health:
-            summary.route = "health"
-            guard request.method == "GET" || request.method == "HEAD" else {
-                return fail(405, "method \(request.method) not allowed", [("Allow", "GET, HEAD")])
-            }
-            return .text(200, "ok")
+        case .health(let ready):
+            return health(request, ready: ready, worker: worker, summary: &summary)
         case .webhook:
             return webhook(request, worker: worker, summary: &summary)
         case .readAPI(let resource):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -196,3 +197,34 @@ def test_check_database_directory_cannot_hold_a_database(binary, app_secret, tmp
 def test_check_config_that_does_not_load(binary, tmp_path):
     result = run(binary, "check", "--config", str(tmp_path / "missing.env"))
     assert result.returncode == 78 and "missing.env" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# /health/ready
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_health_ready_through_a_real_server(binary, app_secret, tmp_path):
+    _, config = good_setup(binary, tmp_path, app_secret, DATABASE_BUSY_TIMEOUT_MS="100")
+    sock = tmp_path / "ready.sock"
+    processes = Processes()
+    try:
+        start_listen(binary, config, tmp_path, processes, f"unix:{sock}")
+        for path in ("/x/health/ready", "/x/health", "/x/health/live"):
+            r = fcgi_request(str(sock), "GET", path)
+            assert r.status == 200, (path, r)
+        assert fcgi_request(str(sock), "GET", "/x/health/ready").body.strip() == b"ready"
+
+        # Another process holds the write lock longer than the busy timeout: not ready, still live.
+        other = sqlite3.connect(tmp_path / "flows.db", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            r = fcgi_request(str(sock), "GET", "/x/health/ready")
+            assert r.status == 503 and b"database is locked" in r.body, r
+            assert fcgi_request(str(sock), "GET", "/x/health").status == 200
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert fcgi_request(str(sock), "GET", "/x/health/ready").status == 200
+    finally:
+        processes.stop_all()
