@@ -22,7 +22,8 @@ enum Command {
         expenses         list expenses, newest first; --csv exports every expense (oldest first) as CSV
         keygen           write a new encrypted key pair to DIR and print the public key to upload
         check            load the configuration as the responder would and report each problem (exit 0: all well)
-        bookings, cancel-booking and expenses print personal data (names, emails, phones): keep their output away from logs.
+        bookings, cancel-booking and expenses print personal data (names, emails, phones): keep their output
+        away from logs.
         """
 
     /// Runs subcommand `name` with `arguments`; returns the exit status.

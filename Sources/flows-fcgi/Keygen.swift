@@ -62,7 +62,9 @@ enum Keygen {
             default: passphraseFile = value
             }
         }
-        guard let given = outArgument else { return usageError("keygen needs --out DIR (see flows-fcgi keygen --help)") }
+        guard let given = outArgument else {
+            return usageError("keygen needs --out DIR (see flows-fcgi keygen --help)")
+        }
         // Absolute paths, so the settings printed at the end can be pasted as they are.
         guard let resolved = realpath(given, nil) else {
             return failure("--out \(given): \(String(cString: strerror(errno)))")
