@@ -15,9 +15,8 @@ enum Check {
 
         Loads the settings (--config FILE, the environment overriding it) as the responder does and reports:
         each private key (file, size, public key fingerprint), the app secret (never shown) and the signature
-        check, the database
-        (opens, writable, WAL, migrations), file permissions (private keys, passphrase file and config file must
-        not be readable by group or others) and the log file.
+        check, the database (opens, writable, WAL, migrations), file permissions (private keys, passphrase file
+        and config file must not be readable by group or others) and the log file.
         Exit status: 0 when all is well, 1 when something is reported as PROBLEM, 78 when the configuration does
         not load at all (the reason is printed).
         """
