@@ -44,6 +44,8 @@ struct Options {
         newest first), PRIVATE_KEY, PASSPHRASE or PASSPHRASE_FILE, DATABASE_URL (sqlite:/path/flows.db), LOG_LEVEL,
         LOG_FILE, MAX_BODY_BYTES, SIGNATURE_CHECK (off only for development), DATABASE_BUSY_TIMEOUT_MS.
         Signals: TERM/INT finish in-flight requests and exit 0; HUP/USR1 reopen the log file.
+
+        operator commands (flows-fcgi COMMAND --help): keygen, check, bookings, cancel-booking, expenses
         """
 
     /// Parses `arguments` (without the program name).
