@@ -801,7 +801,7 @@ struct AppointmentFlowTests {
         #expect(Configuration.allSettingNames.isSuperset(of: factory.settingNames))
         let flow = try factory.make(Settings([:]))
         #expect(flow.name == "appointment")
-        #expect(flow.migrations.map(\.id) == ["appointment-1"])
+        #expect(flow.migrations.map(\.id) == ["appointment-1", "appointment-2"])
         #expect(BusinessTimeZone.current == "Europe/London")
     }
 
@@ -828,7 +828,7 @@ struct AppointmentFlowTests {
             let database = try Database(path: path)
             defer { database.close() }
             let applied = try database.query("SELECT id FROM schema_migrations WHERE id LIKE 'appointment-%'")
-            #expect(applied == [[.text("appointment-1")]])
+            #expect(applied == [[.text("appointment-1")], [.text("appointment-2")]])
         }
     }
 }

@@ -398,7 +398,7 @@ struct ExpenseFlowTests {
         #expect(Configuration.allSettingNames.isSuperset(of: ExpenseFlow.settingNames))
         let flow = try factory.make(Settings([:]))
         #expect(flow.name == "expense")
-        #expect(flow.migrations.map(\.id) == ["expense-1"])
+        #expect(flow.migrations.map(\.id) == ["expense-1", "expense-2"])
     }
 
     // MARK: Storage

@@ -122,4 +122,25 @@ public enum WebhookStore {
             """).first ?? []
         return (row.first?.int ?? 0, row.dropFirst().first?.int ?? 0, row.dropFirst(2).first?.int ?? 0)
     }
+
+    /// Deletes webhook data received before `before` (messages with their sender, text and raw JSON, status
+    /// updates, confirmations, Flows alerts, and callback outbox items, delivered or not) in one write transaction,
+    /// rolled back when `dryRun`; returns the counts as `(table, rows)`. The read API's statistics then count only
+    /// what is left.
+    public static func purge(database: Database, before: Int64, dryRun: Bool) throws(DatabaseError) -> [(String, Int)] {
+        try Retention.transaction(database, rollback: dryRun) { () throws(DatabaseError) -> [(String, Int)] in
+            let deletes = [
+                ("webhook_messages", "DELETE FROM webhook_messages WHERE received_at < ?1 RETURNING 1"),
+                ("webhook_statuses", "DELETE FROM webhook_statuses WHERE received_at < ?1 RETURNING 1"),
+                ("webhook_confirmations", "DELETE FROM webhook_confirmations WHERE confirmed_at < ?1 RETURNING 1"),
+                ("webhook_flow_events", "DELETE FROM webhook_flow_events WHERE received_at < ?1 RETURNING 1"),
+                ("webhook_outbox", "DELETE FROM webhook_outbox WHERE created_at < ?1 RETURNING 1"),
+            ]
+            var counts: [(String, Int)] = []
+            for (table, sql) in deletes {
+                counts.append((table, try database.query(sql, [.integer(before)]).count))
+            }
+            return counts
+        }
+    }
 }

@@ -121,6 +121,14 @@ public enum AppointmentStore {
                 submission TEXT
             );
             """),
+        // Tombstones of purged sessions (see `purge`): SHA-256 of the flow token, so a purged token keeps its 427.
+        Migration(id: "appointment-2", sql: """
+            CREATE TABLE appointment_session_tombstones (
+                token_sha256 TEXT PRIMARY KEY,
+                created_at INTEGER NOT NULL,
+                completed INTEGER NOT NULL CHECK (completed IN (0, 1))
+            ) WITHOUT ROWID;
+            """),
     ]
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction: committed when it returns, rolled back when it throws.
@@ -143,12 +151,22 @@ public enum AppointmentStore {
             SELECT created_at, department, location, date, time, completed, booking_id, submission
             FROM appointment_sessions WHERE flow_token = ?1
             """, [.text(token)])
-        guard let row = rows.first else { return nil }
+        guard let row = rows.first else { return try tombstone(database, token: token) }
         return AppointmentSession(
             createdAt: row[0].int ?? 0,
             choices: AppointmentChoices(department: row[1].string, location: row[2].string, date: row[3].string,
                                         time: row[4].string),
             completed: row[5].int == 1, bookingID: row[6].int, submission: row[7].string)
+    }
+
+    /// A purged session's tombstone as a session with no choices: completed or expired, so it answers 427.
+    private static func tombstone(_ database: Database, token: String) throws(DatabaseError) -> AppointmentSession? {
+        let rows = try database.query("""
+            SELECT created_at, completed FROM appointment_session_tombstones WHERE token_sha256 = ?1
+            """, [.text(Retention.tokenDigest(token))])
+        guard let row = rows.first else { return nil }
+        return AppointmentSession(createdAt: row[0].int ?? 0, choices: AppointmentChoices(),
+                                  completed: row[1].int == 1, bookingID: nil, submission: nil)
     }
 
     static func createSession(_ database: Database, token: String, now: Int64)
@@ -286,6 +304,42 @@ public enum AppointmentStore {
                 """, [.integer(id), .integer(now)])
             guard let updated = try booking(database: database, id: id) else { return .notFound }
             return .cancelled(updated)
+        }
+    }
+
+    // MARK: - Retention
+
+    /// Removes personal data older than the retention period, in one write transaction (rolled back when `dryRun`),
+    /// and returns the counts as `(table, rows)`.
+    ///
+    /// - Bookings whose slot started before `before` are anonymised, not deleted: name, email, phone and further
+    ///   details become empty and the flow token becomes `purged:<id>`; department, location, date, time and status
+    ///   stay for statistics and capacity history.
+    /// - Sessions created before `sessionsBefore` are deleted, each leaving a tombstone (SHA-256 of the token,
+    ///   creation time, completed flag) that `session` still finds: a purged token is never new again, so it keeps
+    ///   getting 427 (completed or expired) instead of starting a fresh session. Pass a time at least one session
+    ///   lifetime ago, so only sessions that could no longer be used are purged. Tombstones are kept.
+    public static func purge(database: Database, before: Int64, sessionsBefore: Int64, dryRun: Bool)
+        throws(DatabaseError) -> [(String, Int)]
+    {
+        try Retention.transaction(database, rollback: dryRun) { () throws(DatabaseError) -> [(String, Int)] in
+            let bookings = try database.query("""
+                UPDATE appointment_bookings
+                SET name = '', email = '', phone = '', more_details = '', flow_token = 'purged:' || id
+                WHERE starts_at < ?1 AND flow_token NOT LIKE 'purged:%' RETURNING 1
+                """, [.integer(before)]).count
+            let old = try database.query("""
+                SELECT flow_token, created_at, completed FROM appointment_sessions WHERE created_at < ?1
+                """, [.integer(sessionsBefore)])
+            for row in old {
+                try database.query("""
+                    INSERT INTO appointment_session_tombstones (token_sha256, created_at, completed)
+                    VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING
+                    """, [.text(Retention.tokenDigest(row[0].string ?? "")), row[1], row[2]])
+            }
+            let sessions = try database.query(
+                "DELETE FROM appointment_sessions WHERE created_at < ?1 RETURNING 1", [.integer(sessionsBefore)]).count
+            return [("appointment_bookings (anonymised)", bookings), ("appointment_sessions", sessions)]
         }
     }
 }

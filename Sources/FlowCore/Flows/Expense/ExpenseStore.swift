@@ -55,6 +55,10 @@ public enum ExpenseStore {
                 submission TEXT
             );
             """),
+        // Tombstones of purged completed sessions (see `purge`): SHA-256 of the flow token.
+        Migration(id: "expense-2", sql: """
+            CREATE TABLE expense_session_tombstones (token_sha256 TEXT PRIMARY KEY) WITHOUT ROWID;
+            """),
     ]
 
     private static let columns =
@@ -111,7 +115,11 @@ public enum ExpenseStore {
     static func session(database: Database, token: String) throws(DatabaseError) -> ExpenseSession? {
         let rows = try database.query(
             "SELECT completed, expense_id, submission FROM expense_sessions WHERE flow_token = ?1", [.text(token)])
-        guard let row = rows.first, row.count == 3 else { return nil }
+        guard let row = rows.first, row.count == 3 else {
+            let purged = try database.query("SELECT 1 FROM expense_session_tombstones WHERE token_sha256 = ?1",
+                                            [.text(Retention.tokenDigest(token))])
+            return purged.isEmpty ? nil : ExpenseSession(completed: true, expenseID: nil, submission: nil)
+        }
         return ExpenseSession(completed: row[0].int == 1, expenseID: row[1].int, submission: row[2].string)
     }
 
@@ -149,5 +157,32 @@ public enum ExpenseStore {
             """,
             [.text(token), .integer(now), .integer(id), .text(submission)])
         return id
+    }
+
+    /// Removes personal data older than the retention period, in one write transaction (rolled back when `dryRun`),
+    /// and returns the counts as `(table, rows)`.
+    ///
+    /// - Expenses stored before `before` lose their description (the free text is the personal part) and their flow
+    ///   token (`purged:<id>`); amount, currency, category and date stay for the books.
+    /// - Sessions created before `before` are deleted. A completed one leaves a tombstone (SHA-256 of the token)
+    ///   that `session` still finds, so its token keeps getting 427; an uncompleted one carries nothing and expense
+    ///   tokens do not expire, so it goes without one (the token may start over, as it could before).
+    public static func purge(database: Database, before: Int64, dryRun: Bool) throws(DatabaseError) -> [(String, Int)] {
+        try Retention.transaction(database, rollback: dryRun) { () throws(DatabaseError) -> [(String, Int)] in
+            let expenses = try database.query("""
+                UPDATE expenses SET description = NULL, flow_token = 'purged:' || id
+                WHERE created_at < ?1 AND flow_token NOT LIKE 'purged:%' RETURNING 1
+                """, [.integer(before)]).count
+            let completed = try database.query(
+                "SELECT flow_token FROM expense_sessions WHERE created_at < ?1 AND completed = 1", [.integer(before)])
+            for row in completed {
+                try database.query(
+                    "INSERT INTO expense_session_tombstones (token_sha256) VALUES (?1) ON CONFLICT DO NOTHING",
+                    [.text(Retention.tokenDigest(row[0].string ?? ""))])
+            }
+            let sessions = try database.query(
+                "DELETE FROM expense_sessions WHERE created_at < ?1 RETURNING 1", [.integer(before)]).count
+            return [("expenses (descriptions removed)", expenses), ("expense_sessions", sessions)]
+        }
     }
 }
