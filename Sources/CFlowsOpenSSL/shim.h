@@ -9,12 +9,14 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 /* Macros Swift cannot import. */
 static inline EVP_PKEY *cflows_rsa_generate(unsigned int bits) { return EVP_RSA_gen(bits); }
 static inline long cflows_bio_get_mem_data(BIO *bio, char **out) { return BIO_get_mem_data(bio, out); }
 static inline void cflows_openssl_free(void *p) { OPENSSL_free(p); }
+static inline long cflows_ssl_set_sni(SSL *ssl, const char *name) { return SSL_set_tlsext_host_name(ssl, name); }
 
 /* An HMAC-SHA256 context keyed with `key` (OSSL_PARAM keeps the digest name's pointer: a C literal here).
  * Each message after the first re-initialises it with EVP_MAC_init(ctx, NULL, 0, NULL), which keeps the key. */

@@ -8,7 +8,9 @@ import Musl
 
 /// Operator subcommands: they read the same configuration as the responder and work on its database.
 enum Command {
-    static let names: Set<String> = ["bookings", "cancel-booking", "expenses", "keygen", "check"]
+    static let names: Set<String> = [
+        "bookings", "cancel-booking", "expenses", "keygen", "check", "probe", "register-key",
+    ]
 
     static let usage = """
         usage: flows-fcgi bookings [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--all] [--csv] [--config FILE]
@@ -16,12 +18,16 @@ enum Command {
                flows-fcgi expenses [--limit N] [--offset N] [--csv] [--config FILE]
                flows-fcgi keygen --out DIR [--bits 2048] [--format pkcs8|pkcs1] [--passphrase-file FILE]
                flows-fcgi check [--config FILE]
+               flows-fcgi probe URL|unix:/path.sock [--flow NAME] [--init] [--config FILE] [--public-key FILE]
+               flows-fcgi register-key --phone-number-id ID --token-file FILE [--public-key FILE | --config FILE]
 
         bookings         list appointment bookings by start time (--all includes cancelled ones)
         cancel-booking   cancel booking ID; its seat becomes free again
         expenses         list expenses, newest first; --csv exports every expense (oldest first) as CSV
         keygen           write a new encrypted key pair to DIR and print the public key to upload
         check            load the configuration as the responder would and report each problem (exit 0: all well)
+        probe            send a signed, encrypted ping or INIT to the endpoint as WhatsApp does; print the answer
+        register-key     upload the public key to Meta's Graph API for a phone number id
         bookings, cancel-booking and expenses print personal data (names, emails, phones): keep their output
         away from logs.
         """
@@ -30,6 +36,8 @@ enum Command {
     static func run(_ name: String, _ arguments: [String]) -> Int32 {
         if name == "keygen" { return Keygen.run(arguments) }
         if name == "check" { return Check.run(arguments) }
+        if name == "probe" { return Probe.run(arguments) }
+        if name == "register-key" { return RegisterKey.run(arguments) }
         var flags: [String: String] = [:]
         var positional: [String] = []
         var i = 0

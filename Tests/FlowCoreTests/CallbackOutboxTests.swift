@@ -7,8 +7,10 @@ struct CallbackOutboxTests {
         let plain = try CallbackTarget(url: "http://127.0.0.1:8081/hooks/flows?x=1")
         #expect(plain.host == "127.0.0.1" && plain.port == 8081 && plain.path == "/hooks/flows?x=1")
         let bare = try CallbackTarget(url: "http://crm.internal")
-        #expect(bare.port == 80 && bare.path == "/")
-        for bad in ["https://crm.example.com/x", "ftp://x", "http://:80/", "http://user@host/", "http://h:0/",
+        #expect(bare.port == 80 && bare.path == "/" && !bare.secure)
+        let tls = try CallbackTarget(url: "https://crm.example.com/x")
+        #expect(tls.secure && tls.port == 443 && tls.host == "crm.example.com" && tls.path == "/x")
+        for bad in ["ftp://x", "http://:80/", "http://user@host/", "http://h:0/",
                     "http://h:99999/"] {
             #expect(throws: ConfigError.self, "\(bad)") { try CallbackTarget(url: bad) }
         }

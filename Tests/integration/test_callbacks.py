@@ -7,10 +7,13 @@ from __future__ import annotations
 import http.server
 import json
 import sqlite3
+import ssl
+import subprocess
 import threading
 import time
 
-from conftest import Processes, free_port, make_deployment, wait_until
+from conftest import (Processes, clean_env, fcgi_request, free_port, make_deployment, sign, start_listen,
+                      wait_until, write_config)
 
 
 class Receiver:
@@ -38,6 +41,16 @@ class Receiver:
         self.server.server_close()
 
 
+def nfm_reply_webhook(params: dict, sender: str, message_id: str) -> tuple[dict, bytes]:
+    """A webhook delivering one completed flow (an nfm_reply carrying ``params``): the message and the body."""
+    message = {"from": sender, "id": message_id, "timestamp": "1795435200", "type": "interactive",
+               "interactive": {"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+                                                                  "response_json": json.dumps(params)}}}
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp", "messages": [message]}}]}]}).encode()
+    return message, body
+
+
 def outbox(db) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute("SELECT flow_token, attempts, delivered_at IS NOT NULL, last_error FROM webhook_outbox"
@@ -52,11 +65,7 @@ def test_completion_forwarded_after_the_business_system_comes_back(binary, keys,
         dep = make_deployment("nginx+listen-unix", binary, keys, app_secret, tmp_path, processes,
                               CALLBACK_URL=f"http://127.0.0.1:{port}/flows/completed")
         params = {"flow_token": "cb-" + str(port), "booking_id": 7}
-        message = {"from": "15550001234", "id": f"wamid.cb-{port}", "timestamp": "1795435200", "type": "interactive",
-                   "interactive": {"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
-                                                                      "response_json": json.dumps(params)}}}
-        body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
-            {"field": "messages", "value": {"messaging_product": "whatsapp", "messages": [message]}}]}]}).encode()
+        message, body = nfm_reply_webhook(params, "15550001234", f"wamid.cb-{port}")
         ok = dep.post_signed("/webhook", body)
         assert ok.status == 200, (ok.body, dep.logs())
 
@@ -84,4 +93,34 @@ def test_completion_forwarded_after_the_business_system_comes_back(binary, keys,
     finally:
         if receiver:
             receiver.stop()
+        processes.stop_all()
+
+
+def test_completion_forwarded_over_https(binary, keys, app_secret, tmp_path):
+    """CALLBACK_URL=https://...: the certificate is verified against SSL_CERT_FILE of the responder's environment."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    port = free_port()
+    receiver = Receiver(port)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    processes = Processes()
+    try:
+        config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path,
+                              CALLBACK_URL=f"https://localhost:{port}/hooks/completed")
+        sock = str(tmp_path / "own.sock")
+        start_listen(binary, config, tmp_path, processes, f"unix:{sock}", env=clean_env(SSL_CERT_FILE=str(cert)))
+        params = {"flow_token": "tls-" + str(port), "expense_id": 3}
+        _, body = nfm_reply_webhook(params, "15550004321", f"wamid.tls-{port}")
+        ok = fcgi_request(sock, "POST", "/webhook", body, [("X-Hub-Signature-256", sign(app_secret, body))])
+        assert ok.status == 200, ok.body
+        wait_until(lambda: receiver.received, 20, "the delivery over https")
+        path, content_type, payload = receiver.received[0]
+        assert path == "/hooks/completed" and payload["response"] == params
+        wait_until(lambda: outbox(tmp_path / "flows.db")[0][2] == 1, 5, "the delivery recorded")
+    finally:
+        receiver.stop()
         processes.stop_all()

@@ -3,7 +3,7 @@ import CFlowsOpenSSL
 /// Drains OpenSSL's thread-local error queue into one line, e.g. `error:1C800064:Provider routines::bad decrypt`.
 ///
 /// The queue must be drained after every failure, or a later call on the same thread reports a stale error.
-func drainOpenSSLErrors() -> String {
+public func drainOpenSSLErrors() -> String {
     var parts: [String] = []
     while true {
         let code = ERR_get_error()

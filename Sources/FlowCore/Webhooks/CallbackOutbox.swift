@@ -1,4 +1,5 @@
-/// Where confirmed flow completions are forwarded: `CALLBACK_URL=http://host[:port]/path`.
+/// Where confirmed flow completions are forwarded (`CALLBACK_URL=http(s)://host[:port]/path`); also the parsed form
+/// of any http(s) URL the operator commands send to.
 public struct CallbackTarget: Sendable, Equatable {
     /// The host name or address to connect to.
     public let host: String
@@ -8,34 +9,36 @@ public struct CallbackTarget: Sendable, Equatable {
     public let path: String
     /// The URL as configured.
     public let url: String
+    /// `true` for `https://` (TLS, certificate verified against the system's trust store or `SSL_CERT_FILE`).
+    public let secure: Bool
 
-    /// Parses `url`; only `http://` is supported (a business system on this host or network: put a TLS proxy in
-    /// front of a remote one).
-    public init(url: String) throws(ConfigError) {
-        guard url.hasPrefix("http://") else {
-            throw ConfigError("CALLBACK_URL=\(url): only http:// URLs are supported (for a remote https system, "
-                + "forward through a local proxy)")
+    /// Parses `url`, an `http://` or `https://` URL; `setting` names it in error messages.
+    public init(url: String, setting: String = "CALLBACK_URL") throws(ConfigError) {
+        let secure = url.hasPrefix("https://")
+        guard secure || url.hasPrefix("http://") else {
+            throw ConfigError("\(setting)=\(url): expected an http:// or https:// URL")
         }
-        let rest = url.dropFirst("http://".count)
+        let rest = url.dropFirst(secure ? "https://".count : "http://".count)
         let authority = rest.prefix { $0 != "/" && $0 != "?" }
         let path = String(rest.dropFirst(authority.count))
         var host = String(authority)
-        var port: UInt16 = 80
+        var port: UInt16 = secure ? 443 : 80
         if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
             guard let parsed = UInt16(authority[authority.index(after: colon)...]), parsed > 0 else {
-                throw ConfigError("CALLBACK_URL=\(url): invalid port")
+                throw ConfigError("\(setting)=\(url): invalid port")
             }
             port = parsed
             host = String(authority[..<colon])
         }
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         guard !host.isEmpty, !host.contains("@") else {
-            throw ConfigError("CALLBACK_URL=\(url): expected http://host[:port]/path")
+            throw ConfigError("\(setting)=\(url): expected http(s)://host[:port]/path")
         }
         self.host = host
         self.port = port
         self.path = path.isEmpty ? "/" : (path.hasPrefix("?") ? "/" + path : path)
         self.url = url
+        self.secure = secure
     }
 }
 
