@@ -4,6 +4,8 @@ import Glibc
 import Musl
 #endif
 
+import Synchronization
+
 /// One HTTP request as the web server handed it over, independent of the transport (FastCGI or CGI).
 public struct EndpointRequest: Sendable {
     /// `REQUEST_METHOD`.
@@ -116,21 +118,33 @@ public final class Worker {
     public let decryptors: [OAEPDecryptor]
     /// One keyed HMAC per accepted app secret, current first.
     public let signatureKeys: [HMACSHA256]
+    /// The process's counters (shared by its workers).
+    public let metrics: Metrics
+    /// This worker's own counters.
+    let slot: MetricsSlot
 
-    /// Opens this thread's connection (applying migrations) when `configuration` has a database.
-    public init(configuration: Configuration) throws(DatabaseError) {
+    /// Opens this thread's connection (applying migrations) when `configuration` has a database; counts into
+    /// `metrics` (the process's; a fresh set when not given).
+    public init(configuration: Configuration, metrics: Metrics? = nil) throws(DatabaseError) {
         decryptors = configuration.keys.map { OAEPDecryptor(key: $0) }
         signatureKeys = configuration.appSecrets.map { HMACSHA256(key: $0) }
+        self.metrics = metrics ?? Metrics()
+        slot = self.metrics.makeSlot()
         if let path = configuration.databasePath {
-            database = try Database(path: path, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
-                                    migrations: configuration.migrations)
+            let database = try Database(path: path, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
+                                        migrations: configuration.migrations)
+            self.database = database
+            slot.connection.withLock { $0 = database.interruptHandle }
         } else {
             database = nil
         }
     }
 
     /// Closes the connection (call before the thread exits).
-    public func close() { database?.close() }
+    public func close() {
+        slot.connection.withLock { $0 = 0 }
+        database?.close()
+    }
 }
 
 /// The transport-independent entry point: (method, path, params, raw body) in, (status, headers, body) out.
@@ -154,6 +168,7 @@ public struct Endpoint: Sendable {
         case health(ready: Bool)
         case webhook
         case readAPI(ReadResource)
+        case metrics
         case notFound
     }
 
@@ -165,30 +180,71 @@ public struct Endpoint: Sendable {
         if last == "ready", components.dropLast().last == "health" { return .health(ready: true) }
         if components.count >= 2, components[components.count - 2] == "flows" { return .flow(String(last)) }
         if last == "webhook" { return .webhook }
+        if last == "metrics" { return .metrics }
         if let resource = ReadResource(rawValue: String(last)) { return .readAPI(resource) }
         return .notFound
     }
 
-    /// Answers one request, writing one access line to the log.
+    /// Answers one request, counting it in the worker's metrics and writing one access line to the log.
     public func handle(_ request: EndpointRequest, worker: Worker) -> EndpointResponse {
-        var start = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &start)
+        let start = monotonicNanoseconds()
+        let number = worker.metrics.nextRequestNumber()
+        worker.slot.requestStart.store(start, ordering: .releasing)
+        worker.database?.deadline = start + Int64(configuration.runtime.requestDeadlineMilliseconds) * 1_000_000
         var summary = RequestSummary()
-        let response = respond(request, worker: worker, summary: &summary)
-        var end = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &end)
+        var response = respond(request, worker: worker, summary: &summary)
+        let end = monotonicNanoseconds()
+        worker.database?.deadline = 0
+        worker.slot.requestStart.store(0, ordering: .releasing)
+        if worker.slot.interrupted.exchange(false, ordering: .acquiringAndReleasing), response.status >= 500 {
+            summary.reason = "request deadline exceeded (REQUEST_DEADLINE_MS)"
+            response = .text(503, "request deadline exceeded, try again later")
+        }
+        let micros = Int(end - start) / 1000
+        worker.slot.record(flow: metricsRoute(summary.route), action: Endpoint.metricsAction(summary.action),
+                           status: response.status, micros: micros)
         let level: LogLevel = response.status >= 500 ? .error : (response.status >= 400 ? .warning : .info)
         guard level >= log.level else { return response }
-        let micros = (Int(end.tv_sec) - Int(start.tv_sec)) * 1_000_000 + (Int(end.tv_nsec) - Int(start.tv_nsec)) / 1000
         let milliseconds = "\(micros / 1000).\(String(micros % 1000 / 100))"
+        let id = Endpoint.requestID(request) ?? "\(worker.metrics.pid)-\(number)"
         if let reason = summary.reason {
-            log.log(level, "request", ["route": summary.route, "action": summary.action, "screen": summary.screen,
-                                       "status": String(response.status), "ms": milliseconds, "reason": reason])
+            log.log(level, "request", ["id": id, "route": summary.route, "action": summary.action,
+                                       "screen": summary.screen, "status": String(response.status),
+                                       "ms": milliseconds, "reason": reason])
         } else {
-            log.log(level, "request", ["route": summary.route, "action": summary.action, "screen": summary.screen,
-                                       "status": String(response.status), "ms": milliseconds])
+            log.log(level, "request", ["id": id, "route": summary.route, "action": summary.action,
+                                       "screen": summary.screen, "status": String(response.status),
+                                       "ms": milliseconds])
         }
         return response
+    }
+
+    /// The `flow` label: a served flow or a known route, else `other` (the path is the client's choice).
+    private func metricsRoute(_ route: String) -> String {
+        switch route {
+        case "-", "health", "health/ready", "webhook", "metrics", "messages", "stats", "bookings", "expenses":
+            return route
+        default:
+            return configuration.flows[route] != nil ? route : "other"
+        }
+    }
+
+    /// The `action` label: one of the protocol's actions, else `other`.
+    private static func metricsAction(_ action: String) -> String {
+        switch action {
+        case "-", "ping", "INIT", "data_exchange", "BACK": return action
+        default: return "other"
+        }
+    }
+
+    /// The web server's `X-Request-ID` when it passes a plain one (letters, digits, `-_.:`, at most 64).
+    private static func requestID(_ request: EndpointRequest) -> String? {
+        guard let value = request.params.first(where: { $0.0 == "HTTP_X_REQUEST_ID" })?.1, !value.isEmpty,
+            value.utf8.count <= 64,
+            value.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x3A) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A)
+                || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E })
+        else { return nil }
+        return value
     }
 
     private func respond(_ request: EndpointRequest, worker: Worker, summary: inout RequestSummary) -> EndpointResponse {
@@ -205,6 +261,8 @@ public struct Endpoint: Sendable {
             return webhook(request, worker: worker, summary: &summary)
         case .readAPI(let resource):
             return readAPI(resource, request, worker: worker, summary: &summary)
+        case .metrics:
+            return metrics(request, worker: worker, summary: &summary)
         case .flow(let name):
             summary.route = name
             guard let flow = configuration.flows[name] else {

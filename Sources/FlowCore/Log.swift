@@ -42,6 +42,14 @@ public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
 }
 
+/// How log lines are written.
+public enum LogFormat: Sendable {
+    /// `time level message key=value...`
+    case text
+    /// One JSON object per line: `{"time":...,"level":...,"msg":...,"key":"value",...}`.
+    case json
+}
+
 /// Where log lines go: a file descriptor written with one `write(2)` per line (atomic for lines under
 /// PIPE_BUF on pipes, and with O_APPEND on files, so several processes can share one log file).
 public final class LogSink: Sendable {
@@ -104,16 +112,20 @@ public final class LogSink: Sendable {
     }
 }
 
-/// A small structured logger: `time level message key=value...`. Never give it secrets or personal data.
+/// A small structured logger: `time level message key=value...` or JSON lines. Never give it secrets or personal
+/// data.
 public struct Logger: Sendable {
     /// The lowest level written.
     public let level: LogLevel
+    /// Text or JSON lines.
+    public let format: LogFormat
     private let sink: LogSink
 
-    /// A logger writing lines at `level` and above to `sink`.
-    public init(level: LogLevel, sink: LogSink) {
+    /// A logger writing lines at `level` and above to `sink` in `format`.
+    public init(level: LogLevel, sink: LogSink, format: LogFormat = .text) {
         self.level = level
         self.sink = sink
+        self.format = format
     }
 
     /// Reopens the log file (SIGHUP/SIGUSR1 after logrotate).
@@ -125,6 +137,18 @@ public struct Logger: Sendable {
     /// Writes `message` with `fields` at `level`, if enabled.
     public func log(_ level: LogLevel, _ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, String> = [:]) {
         guard level >= self.level else { return }
+        if format == .json {
+            var line = "{\"time\":\"\(Logger.timestamp())\",\"level\":\"\(level.name)\",\"msg\":"
+            Logger.appendJSONString(message(), to: &line)
+            for (key, value) in fields {
+                line += ","
+                Logger.appendJSONString(key, to: &line)
+                line += ":"
+                Logger.appendJSONString(value, to: &line)
+            }
+            sink.write(line + "}")
+            return
+        }
         var line = "\(Logger.timestamp()) \(level.name) \(message())"
         for (key, value) in fields {
             line += " \(key)=\(Logger.quoteIfNeeded(value))"
@@ -147,6 +171,25 @@ public struct Logger: Sendable {
     /// Writes at error level.
     public func error(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, String> = [:]) {
         log(.error, message(), fields)
+    }
+
+    private static func appendJSONString(_ value: String, to line: inout String) {
+        line += "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": line += "\\\""
+            case "\\": line += "\\\\"
+            case "\n": line += "\\n"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    let hex = String(scalar.value, radix: 16)
+                    line += "\\u00" + (hex.count < 2 ? "0" : "") + hex
+                } else {
+                    line.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        line += "\""
     }
 
     private static func quoteIfNeeded(_ value: String) -> String {

@@ -78,9 +78,13 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
     let finished = Mutex<[Bool]>(Array(repeating: false, count: threads))
     var workers: [pthread_t] = []
     let failures = Atomic<Int>(0)
+    // Created here, after a prefork fork: the pid and instance id are this process's.
+    let metrics = Metrics()
+    let workersDone = Atomic<Bool>(false)
+    let flusher = startThread { metricsLoop(endpoint: endpoint, metrics: metrics, workersDone: workersDone) }
     for index in 0..<threads {
         workers.append(startThread {
-            let ok = workerLoop(fd: fd, index: index, endpoint: endpoint)
+            let ok = workerLoop(fd: fd, index: index, endpoint: endpoint, metrics: metrics)
             if !ok { failures.add(1, ordering: .relaxed) }
             finished.withLock { $0[index] = true }
         })
@@ -100,6 +104,8 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
                 continue
             }
             if s == wakeSignal { continue }
+            // Already stopping (MAX_REQUESTS reached): the signal only ends this thread.
+            if stopRequested.load(ordering: .sequentiallyConsistent) { break }
             endpoint.log.info("stopping: finishing in-flight requests", ["signal": s == SIGTERM ? "TERM" : "INT"])
             stopRequested.store(true, ordering: .sequentiallyConsistent)
             FCGX_ShutdownPending()
@@ -118,6 +124,8 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
         nanosleep(&pause, nil)
     }
     for thread in workers { pthread_join(thread, nil) }
+    workersDone.store(true, ordering: .sequentiallyConsistent)
+    pthread_join(flusher, nil)
     if !signalThreadDone.load(ordering: .sequentiallyConsistent) {
         // All workers failed on their own: no signal will come, so end the signal thread with one.
         pthread_kill(signals, SIGTERM)
@@ -126,11 +134,49 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
     return failures.load(ordering: .relaxed) == 0 ? 0 : 1
 }
 
+/// The metrics thread of one serving process: every 200 ms it interrupts requests past `REQUEST_DEADLINE_MS`;
+/// every `METRICS_FLUSH_SECONDS` it writes the process's counters to the database (its own connection); once the
+/// workers are done, a last flush folds this instance's rows into the `retired` ones.
+private func metricsLoop(endpoint: Endpoint, metrics: Metrics, workersDone: borrowing Atomic<Bool>) {
+    let runtime = endpoint.configuration.runtime
+    var database: Database?
+    if let path = endpoint.configuration.databasePath {
+        do {
+            database = try Database(path: path, busyTimeoutMilliseconds: endpoint.configuration.busyTimeoutMilliseconds)
+        } catch {
+            endpoint.log.error("metrics cannot open the database", ["error": error.description])
+        }
+    }
+    defer { database?.close() }
+    func flush(retire: Bool) {
+        guard let database else { return }
+        do {
+            try metrics.flush(into: database, now: endpoint.clock(), retire: retire)
+        } catch {
+            endpoint.log.warning("metrics flush failed (retried later)", ["error": error.description])
+        }
+    }
+    let tick: Int64 = 200_000_000
+    var nextFlush = monotonicNanoseconds() + Int64(runtime.metricsFlushSeconds) * 1_000_000_000
+    while !workersDone.load(ordering: .sequentiallyConsistent) {
+        var pause = timespec(tv_sec: 0, tv_nsec: Int(tick))
+        nanosleep(&pause, nil)
+        metrics.interruptOverdue(deadlineMilliseconds: runtime.requestDeadlineMilliseconds)
+        let now = monotonicNanoseconds()
+        if now >= nextFlush {
+            flush(retire: false)
+            nextFlush = now + Int64(runtime.metricsFlushSeconds) * 1_000_000_000
+        }
+    }
+    flush(retire: true)
+}
+
 /// One worker: its own FastCGI request and database connection. Returns false when it could not start.
-private func workerLoop(fd: Int32, index: Int, endpoint: Endpoint) -> Bool {
+private func workerLoop(fd: Int32, index: Int, endpoint: Endpoint, metrics: Metrics) -> Bool {
+    let maxRequests = endpoint.configuration.runtime.maxRequests
     let worker: Worker
     do {
-        worker = try Worker(configuration: endpoint.configuration)
+        worker = try Worker(configuration: endpoint.configuration, metrics: metrics)
     } catch {
         endpoint.log.error("worker cannot open the database", ["worker": String(index), "error": error.description])
         return false
@@ -171,6 +217,13 @@ private func workerLoop(fd: Int32, index: Int, endpoint: Endpoint) -> Bool {
             raw.withMemoryRebound(to: CChar.self) { FCGX_PutStr($0.baseAddress, Int32($0.count), request.out) }
         }
         FCGX_Finish_r(&request)
+        // Recycling: after MAX_REQUESTS requests the whole process stops cleanly (exit 0) for its spawner to replace.
+        if maxRequests > 0, metrics.requestCount >= maxRequests,
+            !stopRequested.exchange(true, ordering: .sequentiallyConsistent)
+        {
+            endpoint.log.info("MAX_REQUESTS reached: exiting for recycling", ["requests": String(metrics.requestCount)])
+            FCGX_ShutdownPending()
+        }
     }
     FCGX_Free(&request, 1)
     return true

@@ -14,6 +14,7 @@ struct Options {
     var processes = 0
     var logFile: String?
     var maxBody: String?
+    var maxRequests: String?
     var showVersion = false
     var showHelp = false
 
@@ -37,13 +38,16 @@ struct Options {
           --backlog N             with --listen: listen backlog (default 128)
           --log-file PATH         append log lines to PATH (also LOG_FILE); spawn-fcgi discards stderr
           --max-body BYTES        largest request body accepted, else 413 (also MAX_BODY_BYTES; default 1048576)
+          --max-requests N        exit 0 after N requests for the spawner to start a fresh process (also
+                                  MAX_REQUESTS; default 0: never)
           --version               print the version and exit
           --help                  print this text and exit
 
         settings (environment or --config file): APP_SECRET, APP_SECRET_PREVIOUS, PRIVATE_KEY_FILE (comma-separated,
         newest first), PRIVATE_KEY, PASSPHRASE or PASSPHRASE_FILE, DATABASE_URL (sqlite:/path/flows.db), LOG_LEVEL,
-        LOG_FILE, MAX_BODY_BYTES, SIGNATURE_CHECK (off only for development), DATABASE_BUSY_TIMEOUT_MS.
-        Signals: TERM/INT finish in-flight requests and exit 0; HUP/USR1 reopen the log file.
+        LOG_FILE, LOG_FORMAT (text or json), MAX_BODY_BYTES, SIGNATURE_CHECK (off only for development),
+        DATABASE_BUSY_TIMEOUT_MS, MAX_REQUESTS, REQUEST_DEADLINE_MS (default 8000), METRICS_FLUSH_SECONDS (default 5).
+        Signals: TERM/INT finish in-flight requests and exit 0; HUP/USR1 reopen the log file (USR1 does not stop).
 
         operator commands (flows-fcgi COMMAND --help): keygen, check, bookings, cancel-booking, expenses
         """
@@ -90,6 +94,7 @@ struct Options {
             case "--processes": options.processes = try integer(argument, 1...256)
             case "--log-file": options.logFile = try value(argument)
             case "--max-body": options.maxBody = try value(argument)
+            case "--max-requests": options.maxRequests = try value(argument)
             case "--version", "-V": options.showVersion = true
             case "--help", "-h": options.showHelp = true
             default: throw ConfigError("unknown option \(argument) (see --help)")

@@ -46,6 +46,12 @@ func prefork(processes: Int, log: Logger, serve: @escaping () -> Int32) -> Int32
                 if pid <= 0 { break }
                 guard let slot = children.removeValue(forKey: pid) else { continue }
                 if stopping { continue }
+                if status == 0 {
+                    // A clean exit is MAX_REQUESTS recycling: replace it at once, no crash-loop accounting.
+                    log.info("worker process recycled; starting another", ["pid": String(pid)])
+                    spawn(slot: slot)
+                    continue
+                }
                 log.warning("worker process exited; starting another", [
                     "pid": String(pid),
                     "status": status & 0x7F == 0 ? "exit \((status >> 8) & 0xFF)" : "signal \(status & 0x7F)",

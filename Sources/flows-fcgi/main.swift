@@ -62,9 +62,10 @@ func run() -> Int32 {
                                     names: Configuration.allSettingNames)
         if let file = options.logFile { settings = settings.overriding("LOG_FILE", with: file) }
         if let max = options.maxBody { settings = settings.overriding("MAX_BODY_BYTES", with: max) }
+        if let max = options.maxRequests { settings = settings.overriding("MAX_REQUESTS", with: max) }
         configuration = try Configuration(settings: settings)
         let sink = try configuration.logFile.map { path throws(ConfigError) in try LogSink.file(path) } ?? .standardError
-        log = Logger(level: configuration.logLevel, sink: sink)
+        log = Logger(level: configuration.logLevel, sink: sink, format: configuration.runtime.logFormat)
     } catch {
         printError("configuration error: \(error.description)")
         return ExitStatus.config

@@ -4,7 +4,7 @@ public struct Configuration: Sendable {
     public static let coreSettingNames: [String] = [
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
         "DATABASE_URL", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK", "DATABASE_BUSY_TIMEOUT_MS",
-    ] + WebhookSettings.settingNames
+    ] + WebhookSettings.settingNames + RuntimeSettings.settingNames
 
     /// Every setting name known to the core and the registered flows.
     public static var allSettingNames: Set<String> {
@@ -29,6 +29,8 @@ public struct Configuration: Sendable {
     public let maxBodyBytes: Int
     /// The webhook receiver's and read API's settings.
     public let webhook: WebhookSettings
+    /// Log format, recycling, request deadline, metrics flushing.
+    public let runtime: RuntimeSettings
     /// How many body bytes a transport reads before it stops and flags the body as too large: the larger of the
     /// flows' and the webhook's limits (each route then applies its own).
     public var transportBodyLimit: Int { max(maxBodyBytes, webhook.maxBodyBytes) }
@@ -103,6 +105,7 @@ public struct Configuration: Sendable {
         logFile = settings["LOG_FILE"]
         maxBodyBytes = try settings.integer("MAX_BODY_BYTES", default: 1 << 20, range: 1024...(64 << 20))
         webhook = try WebhookSettings(settings: settings)
+        runtime = try RuntimeSettings(settings: settings)
 
         var flows: [String: any Flow] = [:]
         for factory in factories {
@@ -132,7 +135,7 @@ public struct Configuration: Sendable {
 
     /// The migrations of every flow, in registration order, then the webhook tables'.
     public var migrations: [Migration] {
-        flowOrder.compactMap { flows[$0] }.flatMap(\.migrations) + WebhookStore.migrations
+        flowOrder.compactMap { flows[$0] }.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations
     }
 }
 

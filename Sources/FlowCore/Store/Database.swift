@@ -1,4 +1,11 @@
 import CFlowsSQLite
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// A SQLite failure, with the SQLite result code, its message and what was being done.
 public struct DatabaseError: Error, Sendable, CustomStringConvertible {
@@ -21,7 +28,7 @@ public struct DatabaseError: Error, Sendable, CustomStringConvertible {
     public var isUnavailable: Bool {
         switch code & 0xFF {
         case SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN,
-            SQLITE_PERM, SQLITE_PROTOCOL:
+            SQLITE_PERM, SQLITE_PROTOCOL, SQLITE_INTERRUPT:
             return true
         default:
             return false
@@ -78,8 +85,14 @@ public struct Migration: Sendable {
 public final class Database {
     private var handle: OpaquePointer?
     private var cache: [String: OpaquePointer] = [:]
+    private let busyTimeoutMilliseconds: Int32
     /// The file path.
     public let path: String
+    /// Monotonic nanoseconds after which lock waits stop (the request deadline); 0 for none.
+    public var deadline: Int64 = 0
+
+    /// The connection as a bit pattern, for `sqlite3_interrupt` from a watchdog thread (0 when closed).
+    var interruptHandle: UInt { handle.map { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer($0))) } ?? 0 }
 
     /// Opens (creating if needed) the database at `path`, switches it to WAL and applies `migrations`.
     ///
@@ -90,6 +103,7 @@ public final class Database {
     ///     processes opening a new file at once apply each exactly once.
     public init(path: String, busyTimeoutMilliseconds: Int32 = 5000, migrations: [Migration] = []) throws(DatabaseError) {
         self.path = path
+        self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &db, flags, nil)
@@ -101,7 +115,9 @@ public final class Database {
         handle = db
         sqlite3_extended_result_codes(db, 1)
         // Busy timeout first: switching to WAL itself needs a lock another process may hold.
-        sqlite3_busy_timeout(db, busyTimeoutMilliseconds)
+        sqlite3_busy_handler(db, { context, count in
+            Unmanaged<Database>.fromOpaque(context!).takeUnretainedValue().waitForLock(attempt: count)
+        }, Unmanaged.passUnretained(self).toOpaque())
         do throws(DatabaseError) {
             let mode = try switchToWAL(timeoutMilliseconds: busyTimeoutMilliseconds)
             guard mode.lowercased() == "wal" else {
@@ -117,6 +133,30 @@ public final class Database {
     }
 
     deinit { close() }
+
+    private static let busyDelays: [Int32] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100]
+
+    /// The busy handler: sleeps like `sqlite3_busy_timeout` (same delays, same total), never past `deadline`, and
+    /// counts each wait for `/metrics`. Returns 0 to give up (the statement fails with SQLITE_BUSY).
+    private func waitForLock(attempt: Int32) -> Int32 {
+        let delays = Database.busyDelays
+        let index = Int(min(attempt, Int32(delays.count - 1)))
+        let prior = attempt < Int32(delays.count)
+            ? delays[..<index].reduce(0, +) : delays.reduce(0, +) + delays.last! * (attempt - Int32(delays.count))
+        var delay = delays[index]
+        if prior + delay > busyTimeoutMilliseconds {
+            delay = busyTimeoutMilliseconds - prior
+            if delay <= 0 { return 0 }
+        }
+        if deadline != 0 {
+            let left = (deadline - monotonicNanoseconds()) / 1_000_000
+            if left <= 0 { return 0 }
+            delay = Int32(min(Int64(delay), left))
+        }
+        sqliteBusyRetries.add(1, ordering: .relaxed)
+        sqlite3_sleep(delay)
+        return 1
+    }
 
     /// Finalizes every statement and closes the connection (checkpointing the WAL when this is the last one).
     public func close() {

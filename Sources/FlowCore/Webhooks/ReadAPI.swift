@@ -43,6 +43,23 @@ struct ReadParameters {
 }
 
 extension Endpoint {
+    /// Checks `Authorization: Bearer <API_TOKEN>` (read API and metrics): 404 when no token is configured, 401 when
+    /// missing or wrong; `nil` when the request may go on.
+    func apiTokenProblem(_ request: EndpointRequest) -> (Int, String, [(String, String)])? {
+        guard let apiToken = configuration.webhook.apiToken else {
+            return (404, "not found: the read API is disabled (no API_TOKEN configured)", [])
+        }
+        let authorization = request.values(of: "HTTP_AUTHORIZATION")
+        guard authorization.count == 1, let header = authorization.first, header.utf8.count > 7,
+            header.prefix(7).lowercased() == "bearer ",
+            Endpoint.secretsEqual(String(header.dropFirst(7)).trimmingSpaces(), apiToken)
+        else {
+            let why = authorization.isEmpty ? "missing Authorization header" : "wrong bearer token"
+            return (401, "unauthorized: \(why)", [("WWW-Authenticate", "Bearer")])
+        }
+        return nil
+    }
+
     /// The read API: `Authorization: Bearer <API_TOKEN>`, GET only, JSON answers.
     func readAPI(_ resource: ReadResource, _ request: EndpointRequest, worker: Worker,
                  summary: inout RequestSummary) -> EndpointResponse {
@@ -53,17 +70,7 @@ extension Endpoint {
             response.headers += headers
             return response
         }
-        guard let apiToken = configuration.webhook.apiToken else {
-            return fail(404, "not found: the read API is disabled (no API_TOKEN configured)")
-        }
-        let authorization = request.values(of: "HTTP_AUTHORIZATION")
-        guard authorization.count == 1, let header = authorization.first, header.utf8.count > 7,
-            header.prefix(7).lowercased() == "bearer ",
-            Endpoint.secretsEqual(String(header.dropFirst(7)).trimmingSpaces(), apiToken)
-        else {
-            let why = authorization.isEmpty ? "missing Authorization header" : "wrong bearer token"
-            return fail(401, "unauthorized: \(why)", [("WWW-Authenticate", "Bearer")])
-        }
+        if let (status, message, headers) = apiTokenProblem(request) { return fail(status, message, headers) }
         guard request.method == "GET" else {
             return fail(405, "method \(request.method) not allowed", [("Allow", "GET")])
         }
