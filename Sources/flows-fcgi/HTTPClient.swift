@@ -38,10 +38,13 @@ final class Connection {
         self.what = what
     }
 
+    private var established = false
+
     deinit {
         if let tls {
-            SSL_shutdown(tls)
+            if established { SSL_shutdown(tls) }
             SSL_free(tls)
+            ERR_clear_error()
         }
         if let context { SSL_CTX_free(context) }
         close(fd)
@@ -112,6 +115,8 @@ final class Connection {
     /// Starts TLS for `host`: SNI, the certificate verified against the default trust store (`SSL_CERT_FILE`,
     /// `SSL_CERT_DIR` honoured) and its name checked against `host`.
     func startTLS(host: String) throws(HTTPError) {
+        // OpenSSL writes to the socket without MSG_NOSIGNAL: a peer that has gone away must not kill the process.
+        signal(SIGPIPE, SIG_IGN)
         ERR_clear_error()
         guard let context = SSL_CTX_new(TLS_client_method()) else {
             throw HTTPError("TLS setup failed: \(drainOpenSSLErrors())")
@@ -132,6 +137,7 @@ final class Connection {
             ERR_clear_error()
             throw HTTPError("TLS handshake with \(what) failed: \(detail)")
         }
+        established = true
     }
 
     /// Sends all of `bytes`.

@@ -82,7 +82,8 @@ TOKEN = "EAAG-test-token-0123456789"
 class GraphStandIn:
     """Records each request; answers with ``answer`` (status, JSON)."""
 
-    def __init__(self, answer=(200, {"success": True}), context: ssl.SSLContext | None = None):
+    def __init__(self, answer=(200, {"success": True}), context: ssl.SSLContext | None = None,
+                 chunked: bool = False):
         self.requests = requests = []
         self.port = free_port()
 
@@ -93,6 +94,13 @@ class GraphStandIn:
                 payload = json.dumps(answer[1]).encode()
                 self.send_response(answer[0])
                 self.send_header("Content-Type", "application/json")
+                if chunked:  # in two chunks, as a proxy in front of the Graph API may answer
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    half = len(payload) // 2
+                    for part in (payload[:half], payload[half:], b""):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    return
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -100,6 +108,7 @@ class GraphStandIn:
             def log_message(self, *args):
                 pass
 
+        Handler.protocol_version = "HTTP/1.1"
         self.server = http.server.HTTPServer(("127.0.0.1", self.port), Handler)
         if context:
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
@@ -169,11 +178,11 @@ def test_register_key_from_the_configuration_and_dry_run(binary, keys, app_secre
 
 def test_register_key_prints_metas_error(binary, keys, token_file):
     error = {"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}}
-    stand_in = GraphStandIn(answer=(400, error))
+    stand_in = GraphStandIn(answer=(400, error), chunked=True)
     try:
         result = register(binary, keys, token_file, f"http://127.0.0.1:{stand_in.port}/v21.0")
         assert result.returncode == 1
-        assert "(#100) Invalid parameter" in result.stderr and "400" in result.stderr
+        assert "(HTTP 400): (#100) Invalid parameter\n" in result.stderr, result.stderr
         assert TOKEN not in result.stdout + result.stderr
     finally:
         stand_in.stop()
