@@ -9,7 +9,7 @@ import Musl
 /// Operator subcommands: they read the same configuration as the responder and work on its database.
 enum Command {
     static let names: Set<String> = [
-        "bookings", "cancel-booking", "expenses", "keygen", "check", "probe", "register-key",
+        "bookings", "cancel-booking", "expenses", "keygen", "check", "probe", "register-key", "purge",
     ]
 
     static let usage = """
@@ -20,6 +20,7 @@ enum Command {
                flows-fcgi check [--config FILE]
                flows-fcgi probe URL|unix:/path.sock [--flow NAME] [--init] [--config FILE] [--public-key FILE]
                flows-fcgi register-key --phone-number-id ID --token-file FILE [--public-key FILE | --config FILE]
+               flows-fcgi purge [--days N] [--dry-run] [--config FILE]
 
         bookings         list appointment bookings by start time (--all includes cancelled ones)
         cancel-booking   cancel booking ID; its seat becomes free again
@@ -28,6 +29,7 @@ enum Command {
         check            load the configuration as the responder would and report each problem (exit 0: all well)
         probe            send a signed, encrypted ping or INIT to the endpoint as WhatsApp does; print the answer
         register-key     upload the public key to Meta's Graph API for a phone number id
+        purge            remove personal data older than RETENTION_DAYS (or --days N); prints rows per table
         bookings, cancel-booking and expenses print personal data (names, emails, phones): keep their output
         away from logs.
         """
@@ -38,6 +40,7 @@ enum Command {
         if name == "check" { return Check.run(arguments) }
         if name == "probe" { return Probe.run(arguments) }
         if name == "register-key" { return RegisterKey.run(arguments) }
+        if name == "purge" { return Purge.run(arguments) }
         var flags: [String: String] = [:]
         var positional: [String] = []
         var i = 0

@@ -115,12 +115,15 @@ func run() -> Int32 {
         "flows": configuration.flows.keys.sorted().joined(separator: ","),
         "database": configuration.databasePath ?? "none",
     ])
-    // One serving process: worker threads, plus the callback delivery thread when CALLBACK_URL is set.
+    // One serving process: worker threads, the callback delivery thread when CALLBACK_URL is set, and the
+    // automatic purge thread (RETENTION_DAYS).
     let serve = { () -> Int32 in
         let delivery = CallbackDelivery.start(configuration: configuration, log: log)
+        let purge = Purge.start(configuration: configuration, log: log)
         let status = serveFastCGI(fd: fd, threads: options.threads, endpoint: endpoint)
         stopRequested.store(true, ordering: .sequentiallyConsistent)
         if let delivery { pthread_join(delivery, nil) }
+        if let purge { pthread_join(purge, nil) }
         return status
     }
     let status = options.processes > 0 ? prefork(processes: options.processes, log: log, serve: serve) : serve()

@@ -4,7 +4,7 @@ public struct Configuration: Sendable {
     public static let coreSettingNames: [String] = [
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
         "DATABASE_URL", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK", "DATABASE_BUSY_TIMEOUT_MS",
-    ] + WebhookSettings.settingNames + RuntimeSettings.settingNames
+    ] + WebhookSettings.settingNames + Retention.settingNames + RuntimeSettings.settingNames
 
     /// Every setting name known to the core and the registered flows.
     public static var allSettingNames: Set<String> {
@@ -105,6 +105,7 @@ public struct Configuration: Sendable {
         logFile = settings["LOG_FILE"]
         maxBodyBytes = try settings.integer("MAX_BODY_BYTES", default: 1 << 20, range: 1024...(64 << 20))
         webhook = try WebhookSettings(settings: settings)
+        retentionDays = try Retention.days(settings)
         runtime = try RuntimeSettings(settings: settings)
 
         var flows: [String: any Flow] = [:]
@@ -132,6 +133,9 @@ public struct Configuration: Sendable {
 
     /// Flow names in registration order.
     public let flowOrder: [String]
+
+    /// `RETENTION_DAYS`: personal data older than this many days is purged (0: kept forever; see `Retention`).
+    public let retentionDays: Int
 
     /// The migrations of every flow, in registration order, then the webhook tables'.
     public var migrations: [Migration] {

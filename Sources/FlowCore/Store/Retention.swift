@@ -112,6 +112,11 @@ public enum Retention {
         try database.query("SELECT value FROM maintenance WHERE name = 'last_purge_at'").first?.first?.int
     }
 
+    /// The longest time a flow token may be used by one of `flows`, in seconds (sessions are kept this long).
+    public static func sessionLifetimeSeconds(_ flows: [any Flow]) -> Int64 {
+        flows.compactMap { ($0 as? AppointmentFlow)?.sessionLifetimeSeconds }.max() ?? 0
+    }
+
     /// The tombstone key of a flow token: lowercase hex SHA-256 (the token itself is not kept).
     public static func tokenDigest(_ token: String) -> String {
         Hex.encode(Digest.sha256(Array(token.utf8)))

@@ -1,0 +1,135 @@
+import FlowCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// `flows-fcgi purge` and the automatic purge thread of each FastCGI process (see `Retention` for what is purged).
+enum Purge {
+    static let usage = """
+        usage: flows-fcgi purge [--days N] [--dry-run] [--config FILE]
+
+        Removes personal data older than N days (default: RETENTION_DAYS, else \(Retention.defaultDays); 0 keeps
+        everything): anonymises appointment bookings whose slot started before then, removes expense descriptions,
+        deletes webhook messages, statuses, confirmations, alerts, outbox items and flow sessions (sessions are
+        kept at least one session lifetime; a purged flow token keeps getting 427). Prints the rows per table;
+        --dry-run counts without changing anything. The database file does not shrink: VACUUM it at a quiet time.
+        """
+
+    /// Runs `purge` with `arguments`; returns the exit status.
+    static func run(_ arguments: [String]) -> Int32 {
+        var configFile: String?
+        var daysOption: String?
+        var dryRun = false
+        var i = 0
+        while i < arguments.count {
+            let argument = arguments[i]
+            switch argument {
+            case "--help", "-h":
+                writeAll(1, Array((usage + "\n").utf8))
+                return 0
+            case "--dry-run":
+                dryRun = true
+                i += 1
+            case "--config", "-c", "--days":
+                guard i + 1 < arguments.count else {
+                    printError("\(argument) needs a value")
+                    return ExitStatus.usage
+                }
+                if argument == "--days" { daysOption = arguments[i + 1] } else { configFile = arguments[i + 1] }
+                i += 2
+            default:
+                printError("purge: unknown argument \(argument) (see flows-fcgi purge --help)")
+                return ExitStatus.usage
+            }
+        }
+        let database: Database
+        let days: Int
+        let lifetime: Int64
+        do {
+            var settings = try Settings(environment: currentEnvironment(), file: configFile,
+                                        names: Configuration.allSettingNames)
+            if let daysOption { settings = settings.overriding("RETENTION_DAYS", with: daysOption) }
+            days = try Retention.days(settings)
+            guard let path = try Configuration.databasePath(settings) else {
+                printError("DATABASE_URL is not set (in the environment or the --config file)")
+                return 1
+            }
+            let flows = try FlowRegistry.all.map { factory throws(ConfigError) in try factory.make(settings) }
+            lifetime = Retention.sessionLifetimeSeconds(flows)
+            let timeout = try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000)
+            database = try Database(path: path, busyTimeoutMilliseconds: Int32(timeout),
+                                    migrations: flows.flatMap(\.migrations) + WebhookStore.migrations)
+        } catch let error as ConfigError {
+            printError("configuration error: \(error.description)")
+            return ExitStatus.config
+        } catch {
+            printError(String(describing: error))
+            return 1
+        }
+        defer { database.close() }
+        guard days > 0 else {
+            writeAll(1, Array("retention is 0 days (RETENTION_DAYS=0): nothing purged\n".utf8))
+            return 0
+        }
+        do {
+            let report = try Retention.purge(database: database, days: days, sessionLifetimeSeconds: lifetime,
+                                             now: Int64(time(nil)), dryRun: dryRun)
+            var out = (dryRun ? "dry run, nothing changed; would purge" : "purged") + ", older than \(days) days:\n"
+            let width = report.counts.map(\.table.count).max() ?? 0
+            for count in report.counts {
+                out += "  " + count.table + String(repeating: " ", count: width - count.table.count + 2)
+                    + String(count.rows) + "\n"
+            }
+            writeAll(1, Array(out.utf8))
+        } catch {
+            printError("purge failed, nothing of the failing table family changed: \(error)")
+            return 1
+        }
+        return 0
+    }
+
+    /// Starts the automatic purge thread of a FastCGI process when a database is configured and `RETENTION_DAYS`
+    /// is not 0. A few seconds after start and then every minute it asks `Retention.purgeIfDue`: a read first,
+    /// and only when an hour has passed since the last purge of this database (by any process) a `BEGIN
+    /// IMMEDIATE` claim, so one process purges per hour. It stops when the process is asked to stop.
+    static func start(configuration: Configuration, log: Logger, firstCheckSeconds: Int = 5,
+                      everySeconds: Int = 60) -> pthread_t? {
+        guard let path = configuration.databasePath, configuration.retentionDays > 0 else { return nil }
+        let days = configuration.retentionDays
+        let lifetime = Retention.sessionLifetimeSeconds(Array(configuration.flows.values))
+        let timeout = configuration.busyTimeoutMilliseconds
+        return startThread {
+            var wait = firstCheckSeconds
+            while pause(seconds: wait) {
+                wait = everySeconds
+                do {
+                    let database = try Database(path: path, busyTimeoutMilliseconds: timeout)
+                    defer { database.close() }
+                    guard let report = try Retention.purgeIfDue(database: database, days: days,
+                                                                sessionLifetimeSeconds: lifetime,
+                                                                now: Int64(time(nil)))
+                    else { continue }
+                    let tables = report.counts.map { "\($0.table.prefix { $0 != " " })=\($0.rows)" }
+                    log.info("purge done", ["days": String(days), "rows": String(report.total),
+                                            "tables": tables.joined(separator: ",")])
+                } catch {
+                    log.warning("automatic purge failed; retrying later", ["error": String(describing: error)])
+                }
+            }
+        }
+    }
+
+    /// Sleeps `seconds` in short steps; false as soon as the process is asked to stop.
+    private static func pause(seconds: Int) -> Bool {
+        for _ in 0..<(seconds * 10) {
+            if stopRequested.load(ordering: .relaxed) { return false }
+            var step = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+            nanosleep(&step, nil)
+        }
+        return !stopRequested.load(ordering: .relaxed)
+    }
+}

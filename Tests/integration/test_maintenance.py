@@ -1,0 +1,104 @@
+"""MAINTENANCE: `flows-fcgi purge` and the automatic purge of the FastCGI processes on a real database, log
+reopening through the shipped logrotate snippet, and the container entrypoint under tini (docker cannot run here:
+the entrypoint script is what the container runs, so it is run as the container would, with tini as PID 1's
+stand-in)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (REPO, Processes, children_of, clean_env, fcgi_request, pid_alive, start_listen,
+                      start_spawn_fcgi, tail, wait_for_listener, wait_until, write_config)
+
+DAY = 86400
+
+
+def run(binary, config, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary), *args, "--config", str(config)], capture_output=True, text=True,
+                          env=clean_env(), timeout=30)
+
+
+def seed(db: Path, now: int) -> None:
+    """Rows 100 days old and 1 day old in the booking, expense, session and webhook tables."""
+    with sqlite3.connect(db) as conn:
+        for age, tag in ((100 * DAY, "old"), (DAY, "new")):
+            at = now - age
+            conn.execute("INSERT INTO appointment_bookings (created_at, flow_token, department, location, date, "
+                         "time, starts_at, utc_offset, name, email, phone, more_details) VALUES "
+                         "(?, ?, 'beauty', '1', '2026-01-01', '10:00', ?, 0, 'Pat Person', 'pat@example.com', "
+                         "'+44 20 7946 0000', 'details')", (at, f"{tag}-booking", at))
+            conn.execute("INSERT INTO appointment_sessions (flow_token, created_at, updated_at, completed) "
+                         "VALUES (?, ?, ?, 1)", (f"{tag}-booking", at, at))
+            conn.execute("INSERT INTO expenses (created_at, flow_token, amount_minor, currency, category, "
+                         "description, expense_date) VALUES (?, ?, 1250, 'EUR', 'food', 'Lunch with Pat', "
+                         "'2026-01-01')", (at, f"{tag}-expense"))
+            conn.execute("INSERT INTO webhook_messages (id, sender, type, timestamp, text, raw, received_at) "
+                         "VALUES (?, '447700900123', 'text', ?, 'hello', '{}', ?)", (f"wamid.{tag}", at, at))
+
+
+def counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return {
+            "named": conn.execute("SELECT count(*) FROM appointment_bookings WHERE name != ''").fetchone()[0],
+            "bookings": conn.execute("SELECT count(*) FROM appointment_bookings").fetchone()[0],
+            "sessions": conn.execute("SELECT count(*) FROM appointment_sessions").fetchone()[0],
+            "described": conn.execute("SELECT count(*) FROM expenses WHERE description IS NOT NULL").fetchone()[0],
+            "messages": conn.execute("SELECT count(*) FROM webhook_messages").fetchone()[0],
+        }
+
+
+def test_purge_command_removes_old_personal_data_and_keeps_recent(binary, keys, app_secret, tmp_path):
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, RETENTION_DAYS="90")
+    db = tmp_path / "flows.db"
+    first = run(binary, config, "purge", "--dry-run")  # creates the tables, changes nothing
+    assert first.returncode == 0, first.stderr
+    seed(db, int(time.time()))
+
+    dry = run(binary, config, "purge", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run" in dry.stdout and "webhook_messages" in dry.stdout, dry.stdout
+    assert counts(db) == {"named": 2, "bookings": 2, "sessions": 2, "described": 2, "messages": 2}
+
+    done = run(binary, config, "purge")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line.split()[-1] for line in done.stdout.splitlines()[1:]}
+    assert lines["appointment_bookings"] == "1" and lines["appointment_sessions"] == "1", done.stdout
+    assert lines["expenses"] == "1" and lines["webhook_messages"] == "1", done.stdout
+    assert counts(db) == {"named": 1, "bookings": 2, "sessions": 1, "described": 1, "messages": 1}
+    assert "Pat" not in done.stdout
+
+    # --days overrides the setting; 0 keeps everything.
+    kept = run(binary, config, "purge", "--days", "0")
+    assert kept.returncode == 0 and "nothing purged" in kept.stdout, kept.stdout + kept.stderr
+    bad = run(binary, config, "purge", "--days", "soon")
+    assert bad.returncode == 78 and "RETENTION_DAYS" in bad.stderr, bad.stderr
+
+
+def test_automatic_purge_runs_once_across_processes(binary, keys, app_secret, tmp_path):
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, RETENTION_DAYS="30")
+    db = tmp_path / "flows.db"
+    assert run(binary, config, "purge", "--dry-run").returncode == 0
+    seed(db, int(time.time()))
+    processes = Processes()
+    try:
+        start_listen(binary, config, tmp_path, processes, f"unix:{tmp_path / 'auto.sock'}",
+                     extra_args=["--processes", "2"])
+        wait_until(lambda: counts(db)["messages"] == 1, timeout=20, what="the automatic purge")
+        assert counts(db) == {"named": 1, "bookings": 2, "sessions": 1, "described": 1, "messages": 1}
+        with sqlite3.connect(db) as conn:
+            last = conn.execute("SELECT value FROM maintenance WHERE name = 'last_purge_at'").fetchone()[0]
+        assert abs(last - time.time()) < 60
+        time.sleep(1)
+        log = (tmp_path / "responder.log").read_text()
+        assert log.count("purge done") == 1, tail(tmp_path / "responder.log")
+        assert "Pat" not in log and "hello" not in log
+    finally:
+        processes.stop_all()
