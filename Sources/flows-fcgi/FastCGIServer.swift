@@ -142,7 +142,9 @@ private func metricsLoop(endpoint: Endpoint, metrics: Metrics, workersDone: borr
     var database: Database?
     if let path = endpoint.configuration.databasePath {
         do {
-            database = try Database(path: path, busyTimeoutMilliseconds: endpoint.configuration.busyTimeoutMilliseconds)
+            // A short lock wait: this thread is also the deadline watchdog, and a failed flush is retried.
+            let wait = min(endpoint.configuration.busyTimeoutMilliseconds, 500)
+            database = try Database(path: path, busyTimeoutMilliseconds: wait)
         } catch {
             endpoint.log.error("metrics cannot open the database", ["error": error.description])
         }
