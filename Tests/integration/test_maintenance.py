@@ -102,3 +102,79 @@ def test_automatic_purge_runs_once_across_processes(binary, keys, app_secret, tm
         assert "Pat" not in log and "hello" not in log
     finally:
         processes.stop_all()
+
+
+def test_logrotate_snippet_moves_the_log_and_responders_reopen_it(binary, keys, app_secret, tmp_path, processes):
+    """The shipped snippet run by logrotate -f against spawn-fcgi's responders (their pid file): the old lines
+    stay in the rotated file, the next request's access line lands in a fresh file at the original path."""
+    assert shutil.which("logrotate"), "logrotate is not installed (scripts/deps installs it)"
+    logs = tmp_path  # spawn-fcgi.sh gives the responders --log-file responder.log there
+    log = logs / "responder.log"
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path)
+    sock, pids = start_spawn_fcgi(binary, config, tmp_path, processes, count=2)
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text((REPO / "packaging" / "logrotate" / "flows-fcgi").read_text()
+                    .replace("/var/log/flows-fcgi/", f"{logs}/")
+                    .replace("/run/flows-fcgi/flows-fcgi.pid", str(tmp_path / "flows-fcgi.pid")))
+    assert fcgi_request(sock, "GET", "/flows-fcgi/health").status == 200
+    wait_until(lambda: log.exists() and log.stat().st_size > 0, what="the first log lines")
+    before = log.read_text()
+
+    result = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rotated = logs / "responder.log.1"
+    assert rotated.exists() and rotated.read_text().startswith(before)
+    time.sleep(0.5)  # each responder reopens on SIGHUP
+    for _ in range(4):  # whichever process answers, the line goes to the new file
+        assert fcgi_request(sock, "GET", "/flows-fcgi/health/ready").status == 200
+    wait_until(lambda: log.exists() and "health/ready" in log.read_text(), what="an access line in the new file")
+    assert "health/ready" not in rotated.read_text()
+    assert all(pid_alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("listen", ["unix", "tcp"])
+def test_container_entrypoint_under_tini_serves_and_stops_on_sigterm(binary, keys, app_secret, tmp_path, processes,
+                                                                     listen):
+    """container/entrypoint.sh as the container runs it, under tini (-s: a subreaper, standing in for PID 1):
+    spawn-fcgi -n execs the responder in its place; requests are answered; SIGTERM to tini stops it, exit 0."""
+    assert shutil.which("tini"), "tini is not installed (scripts/deps installs it)"
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path)
+    if listen == "unix":
+        address: str | tuple[str, int] = str(run_dir / "flows-fcgi.sock")
+        setting = f"unix:{address}"
+    else:
+        from conftest import free_port
+        address = ("127.0.0.1", free_port())
+        setting = f"127.0.0.1:{address[1]}"
+    env = clean_env(FLOWS_FCGI_BIN=str(binary), FLOWS_FCGI_LISTEN=setting, FLOWS_FCGI_CONFIG=str(config),
+                    FLOWS_FCGI_PIDFILE=str(run_dir / "flows-fcgi.pid"), FLOWS_FCGI_THREADS="2")
+    tini = processes.start(["tini", "-s", "--", str(REPO / "container" / "entrypoint.sh")], "tini entrypoint",
+                           tmp_path / "container.out", env=env)
+    wait_for_listener(address, alive=lambda: tini.poll() is None, log=tmp_path / "container.out")
+    wait_until(lambda: len(children_of(tini.pid)) == 1, what="the responder under tini")
+    responder = children_of(tini.pid)[0]
+    assert int((run_dir / "flows-fcgi.pid").read_text()) == responder
+    assert Path(f"/proc/{responder}/exe").resolve() == binary.resolve()
+
+    for _ in range(3):
+        response = fcgi_request(address, "GET", "/flows-fcgi/health")
+        assert response.status == 200, response
+
+    tini.send_signal(signal.SIGTERM)
+    assert tini.wait(20) == 0, tail(tmp_path / "container.out") + tail(tmp_path / "responder.log")
+    assert not pid_alive(responder) and not children_of(tini.pid)
+    log = (tmp_path / "responder.log").read_text()
+    assert "stopped" in log, log[-2000:]
+
+
+def test_containerfile_installs_what_the_entrypoint_needs():
+    text = (REPO / "container" / "Containerfile").read_text()
+    for package in ("spawn-fcgi", "libfcgi0ldbl", "libssl3", "libsqlite3-0", "tini"):
+        assert package in text, package
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/entrypoint.sh"]' in text
+    assert "STOPSIGNAL SIGTERM" in text
+    assert os.access(REPO / "container" / "entrypoint.sh", os.X_OK)
+    result = subprocess.run(["sh", "-n", str(REPO / "container" / "entrypoint.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
