@@ -52,9 +52,13 @@ public enum LogFormat: Sendable {
 
 /// Where log lines go: a file descriptor written with one `write(2)` per line (atomic for lines under
 /// PIPE_BUF on pipes, and with O_APPEND on files, so several processes can share one log file).
+///
+/// No lock: the descriptor number never changes; `reopen` puts the new file behind it with `dup2(2)`, which is
+/// atomic, so a concurrent line goes entirely to the old file or entirely to the new one.
 public final class LogSink: Sendable {
-    private let fd: Mutex<Int32>
+    private let fd: Int32
     private let path: String?
+    private let reopening = Mutex(())
 
     /// Standard error.
     public static let standardError = LogSink(fd: 2, path: nil)
@@ -63,7 +67,7 @@ public final class LogSink: Sendable {
     public static let discard = LogSink(fd: -1, path: nil)
 
     init(fd: Int32, path: String?) {
-        self.fd = Mutex(fd)
+        self.fd = fd
         self.path = path
     }
 
@@ -83,30 +87,32 @@ public final class LogSink: Sendable {
     /// Reopens the log file (after logrotate moved it); a no-op for standard error.
     public func reopen() throws(ConfigError) {
         guard let path else { return }
-        let new = try LogSink.openAppend(path)
-        fd.withLock { current in
-            close(current)
-            current = new
+        try reopening.withLock { _ throws(ConfigError) in
+            let new = try LogSink.openAppend(path)
+            defer { close(new) }
+            guard dup2(new, fd) >= 0 else {
+                throw ConfigError("LOG_FILE \(path): cannot reopen: \(String(cString: strerror(errno)))")
+            }
+            // dup2 clears close-on-exec on the target.
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         }
     }
 
     deinit {
-        if path != nil { fd.withLock { _ = close($0) } }
+        if path != nil { close(fd) }
     }
 
     func write(_ line: String) {
+        guard fd >= 0 else { return }
         var bytes = Array(line.utf8)
         bytes.append(0x0A)
-        fd.withLock { fd in
-            guard fd >= 0 else { return }
-            bytes.withUnsafeBytes { raw in
-                var offset = 0
-                while offset < raw.count {
-                    let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                    if n < 0, errno == EINTR { continue }
-                    if n <= 0 { return }
-                    offset += n
-                }
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0, errno == EINTR { continue }
+                if n <= 0 { return }
+                offset += n
             }
         }
     }
