@@ -202,6 +202,31 @@ func samples(_ text: String) -> [String: Double] {
         #expect(p.get("/health/ready").status == 200)
     }
 
+    @Test func busyWaitsAreCountedAndEndAtTheDeadline() throws {
+        let path = directory + "/busy.db"
+        let holder = try Database(path: path)
+        defer { holder.close() }
+        try holder.execute("CREATE TABLE t (x INTEGER); BEGIN IMMEDIATE; INSERT INTO t VALUES (1)")
+        let waiter = try Database(path: path, busyTimeoutMilliseconds: 100)
+        defer { waiter.close() }
+        let before = sqliteBusyRetries.load(ordering: .relaxed)
+        var started = monotonicNanoseconds()
+        #expect(throws: DatabaseError.self) { try waiter.execute("BEGIN IMMEDIATE") }
+        var waited = (monotonicNanoseconds() - started) / 1_000_000
+        #expect(waited >= 90 && waited < 1000)
+        #expect(sqliteBusyRetries.load(ordering: .relaxed) > before)
+
+        // A request deadline shortens a long busy timeout.
+        let patient = try Database(path: path, busyTimeoutMilliseconds: 10000)
+        defer { patient.close() }
+        started = monotonicNanoseconds()
+        patient.deadline = started + 150_000_000
+        #expect(throws: DatabaseError.self) { try patient.execute("BEGIN IMMEDIATE") }
+        waited = (monotonicNanoseconds() - started) / 1_000_000
+        #expect(waited >= 140 && waited < 1000)
+        try holder.execute("COMMIT")
+    }
+
     @Test func runtimeSettingsAreChecked() throws {
         let runtime = try RuntimeSettings(settings: Settings([:]))
         #expect(runtime.logFormat == .text && runtime.maxRequests == 0)
