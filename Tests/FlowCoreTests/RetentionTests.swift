@@ -199,6 +199,20 @@ struct RetentionTests {
                            token: "recent-expense").screenName == "SUCCESS")
     }
 
+    @Test func expensesFollowThePeriodNotTheAppointmentSessionLifetime() throws {
+        let h = try RetentionHarness()
+        h.now = expenseNoon
+        #expect(try h.send(h.expense, .dataExchange, screen: ExpenseFlow.formScreen, data: validSubmit,
+                           token: "lunch").screenName == "SUCCESS")
+        h.now += 2 * Self.day
+        let report = try Retention.purge(database: h.database, days: 1, sessionLifetimeSeconds: 3 * Self.day,
+                                         now: h.now)
+        #expect(report.rows("expenses") == 1 && report.rows("expense_sessions") == 1)
+        #expect(try ExpenseStore.list(database: h.database).first?.description == nil)
+        #expect(try h.send(h.expense, .dataExchange, screen: ExpenseFlow.formScreen, data: validSubmit,
+                           token: "lunch").refusalMessage != nil)
+    }
+
     @Test func webhookRowsOlderThanThePeriodAreDeleted() throws {
         let h = try RetentionHarness()
         try h.storeWebhookRows(id: "wamid.old", at: h.now)

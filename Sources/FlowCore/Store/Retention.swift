@@ -7,8 +7,9 @@
 ///   emptied; the row stays for statistics); expenses older than the period lose their description (amounts stay);
 /// - webhook messages, statuses, confirmations, Flows alerts and callback outbox items older than the period are
 ///   deleted;
-/// - sessions older than the period, and never younger than the longest session lifetime, are deleted, leaving a
-///   tombstone (SHA-256 of the flow token) so an old token still gets 427 and can never start over.
+/// - appointment sessions older than the period, and never younger than the session lifetime, are deleted, leaving
+///   a tombstone (SHA-256 of the flow token) so an old token still gets 427 and can never start over; expense
+///   sessions (their tokens do not expire) older than the period likewise, a tombstone for each completed one.
 ///
 /// The purge connection uses `PRAGMA secure_delete=ON`, so removed text is overwritten in the database file. The file
 /// does not shrink: free pages are reused by new rows; run `VACUUM` yourself (with the responders stopped, or at a
@@ -72,7 +73,7 @@ public enum Retention {
                                                  dryRun: dryRun)
         }
         if try hasTable(database, "expense_session_tombstones") {
-            counts += try ExpenseStore.purge(database: database, before: sessionsBefore, dryRun: dryRun)
+            counts += try ExpenseStore.purge(database: database, before: before, dryRun: dryRun)
         }
         if try hasTable(database, "webhook_outbox") {
             counts += try WebhookStore.purge(database: database, before: before, dryRun: dryRun)
