@@ -292,7 +292,8 @@ enum MetricsText {
         ("flows_sqlite_busy_retries_total", "counter", "Times a SQLite statement waited for another lock."),
     ]
 
-    /// Renders `totals` (series -> value summed over every process) and the table `gauges` (name, help, value).
+    /// Renders `totals` (series -> value summed over every process) and the row counts of `tables` (name, help,
+    /// value), typed gauge: retention purges rows, so they can go down.
     static func render(_ totals: [String: Int], tables: [(String, String, Int64)]) -> String {
         var out = ""
         for family in families {
@@ -317,7 +318,7 @@ enum MetricsText {
             }
         }
         for (name, help, value) in tables {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
+            out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
         }
         return out
     }
@@ -355,13 +356,14 @@ extension Endpoint {
             func count(_ table: String) throws(DatabaseError) -> Int64 {
                 try database.query("SELECT count(*) FROM \(table)").first?.first?.int ?? 0
             }
+            let now = "in the database now (purge removes old ones)."
             if configuration.flows["appointment"] is AppointmentFlow {
-                tables.append(("flows_bookings_total", "Bookings stored.", try count("appointment_bookings")))
+                tables.append(("flows_bookings_total", "Bookings \(now)", try count("appointment_bookings")))
             }
             if configuration.flows["expense"] is ExpenseFlow {
-                tables.append(("flows_expenses_total", "Expenses stored.", try count("expenses")))
+                tables.append(("flows_expenses_total", "Expenses \(now)", try count("expenses")))
             }
-            tables.append(("flows_webhook_messages_total", "Webhook messages stored.", try count("webhook_messages")))
+            tables.append(("flows_webhook_messages_total", "Webhook messages \(now)", try count("webhook_messages")))
             let body = MetricsText.render(totals, tables: tables)
             return EndpointResponse(status: 200, headers: [("Content-Type", MetricsText.contentType)],
                                     body: Array(body.utf8))
