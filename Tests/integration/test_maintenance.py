@@ -116,8 +116,11 @@ def test_logrotate_snippet_moves_the_log_and_responders_reopen_it(binary, keys, 
     conf.write_text((REPO / "packaging" / "logrotate" / "flows-fcgi").read_text()
                     .replace("/var/log/flows-fcgi/", f"{logs}/")
                     .replace("/run/flows-fcgi/flows-fcgi.pid", str(tmp_path / "flows-fcgi.pid")))
+    # Both responders ready first: a SIGHUP that arrives while a process still loads its keys (before its signal
+    # handling is set up) ends it.
+    wait_until(lambda: log.exists() and log.read_text().count("serving FastCGI") == 2, what="both responders")
     assert fcgi_request(sock, "GET", "/flows-fcgi/health").status == 200
-    wait_until(lambda: log.exists() and log.stat().st_size > 0, what="the first log lines")
+    wait_until(lambda: "route=health " in log.read_text(), what="the first access line")
     before = log.read_text()
 
     result = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
