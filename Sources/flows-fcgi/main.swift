@@ -54,6 +54,10 @@ func run() -> Int32 {
         return ExitStatus.usage
     }
 
+    // Signals are handled by dedicated threads with sigwait; every thread starts with them blocked. Blocked from
+    // here on, so a SIGHUP from logrotate while the keys load waits for the signal thread instead of killing us.
+    blockSignals([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD, wakeSignal])
+
     // Configuration first: a broken key or a missing secret fails before any socket is touched.
     let configuration: Configuration
     let log: Logger
@@ -78,8 +82,6 @@ func run() -> Int32 {
         if configuration.logFile != nil { printError("WARNING: " + banner) }
     }
 
-    // Signals are handled by dedicated threads with sigwait; every thread starts with them blocked.
-    blockSignals([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD, wakeSignal])
     installWakeHandler()
 
     let mode: ServingMode
