@@ -187,6 +187,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="turns the programs take (against drift)")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--flow", default="appointment")
+    parser.add_argument("--ci", action="store_true",
+                        help="short smoke run for CI: fail only when it cannot run or sees a non-200 answer")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="flows-bench-")
@@ -318,6 +320,9 @@ def main() -> None:
         print()
         for label, value, ok in checks:
             print(f"  {'PASS' if ok else 'MISS'}  {label}: {value:.3f}")
+        failed_requests = sum(r["non200"] for r in results.values())
+        if args.ci and failed_requests:
+            raise SystemExit(f"bench: {failed_requests} answers were not 200")
         print(json.dumps({f"{k}_c{c}": v for (k, c), v in results.items()}), file=open(f"{work}/results.json", "w"))
     finally:
         for pidfile in pidfiles:

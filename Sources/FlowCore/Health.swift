@@ -36,6 +36,20 @@ extension Endpoint {
         guard stat(database.path, &info) == 0 else {
             return "the database file is missing (\(String(cString: strerror(errno))))"
         }
+        // A file or folder made read-only (or a file system remounted read-only) fails only the next write, not
+        // the lock: ask the kernel as well. (Root passes access(2) whatever the mode; a read-only mount it does not.)
+        let folder = database.path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+            .joined(separator: "/")
+        if access(database.path, W_OK) != 0 {
+            return "the database file is read-only (\(String(cString: strerror(errno))))"
+        }
+        if access(folder.isEmpty ? "/" : folder, W_OK) != 0 {
+            return "the database folder is read-only (\(String(cString: strerror(errno))))"
+        }
+        var fs = statvfs()
+        if statvfs(database.path, &fs) == 0, fs.f_flag & UInt(ST_RDONLY) != 0 {
+            return "the database's file system is mounted read-only"
+        }
         do {
             try database.execute("BEGIN IMMEDIATE")
             try database.execute("ROLLBACK")

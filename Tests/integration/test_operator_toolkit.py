@@ -228,3 +228,39 @@ def test_health_ready_through_a_real_server(binary, app_secret, tmp_path):
         assert fcgi_request(str(sock), "GET", "/x/health/ready").status == 200
     finally:
         processes.stop_all()
+
+
+def test_health_ready_503_when_the_database_becomes_read_only(binary, app_secret):
+    """The responder runs as `nobody` (root writes whatever the mode says); making its database file read-only
+    turns /health/ready to 503 at once, and back to 200 when fixed, without a restart."""
+    import shutil
+    import tempfile
+
+    from conftest import wait_for_listener
+    from flowclient import generate_keypair
+
+    work = Path(tempfile.mkdtemp(prefix="flows-ready-ro-"))
+    processes = Processes()
+    try:
+        keys = generate_keypair(str(work), "ro", passphrase=None)
+        config = write_config(work / "flows.env", keys, app_secret, work)
+        for path in [work, *work.iterdir()]:
+            os.chown(path, 65534, 65534)
+        sock = work / "ready.sock"
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                str(binary), "--config", str(config), "--listen", f"unix:{sock}", "--socket-mode", "0666"]
+        popen = processes.start(argv, "flows-fcgi as nobody", work / "responder.out", env=clean_env())
+        wait_for_listener(str(sock), alive=lambda: popen.poll() is None)
+        assert fcgi_request(str(sock), "GET", "/x/health/ready").status == 200
+
+        os.chmod(work / "flows.db", 0o444)
+        r = fcgi_request(str(sock), "GET", "/x/health/ready")
+        assert r.status == 503 and b"read-only" in r.body, r
+        assert str(work).encode() not in r.body  # no file names in the answer
+        assert fcgi_request(str(sock), "GET", "/x/health").status == 200  # still live
+
+        os.chmod(work / "flows.db", 0o644)
+        assert fcgi_request(str(sock), "GET", "/x/health/ready").status == 200
+    finally:
+        processes.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
