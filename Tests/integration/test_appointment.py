@@ -329,6 +329,12 @@ def test_forty_concurrent_journeys_all_complete(prefork):
     assert len(rows) == journeys
     print(f"\n{journeys} concurrent journeys ({journeys * 6} requests) through 4 processes: {elapsed:.2f} s")
 
+    # The access and flow log lines of all those journeys: one line per request, no personal data, no tokens.
+    log = Path(prefork["log"]).read_text()
+    assert log.count(" route=appointment ") >= journeys * 6, log[-2000:]
+    for secret in (PERSON["name"], PERSON["email"], PERSON["phone"], f"journey-{run}-"):
+        assert secret not in log, secret
+
 
 def test_no_busy_error_ever_reached_a_client(prefork):
     # Runs after the two above (same module, same processes): every answer so far was 200 or 427.
