@@ -51,10 +51,8 @@ extension Endpoint {
             return "the database's file system is mounted read-only"
         }
         do {
-            try database.execute("BEGIN IMMEDIATE")
-            try database.execute("ROLLBACK")
+            try database.writeTransaction(commit: false) { () throws(DatabaseError) in }
         } catch {
-            try? database.execute("ROLLBACK")
             return "the database is not writable: \(error.message) (SQLite code \(error.code))"
         }
         return nil

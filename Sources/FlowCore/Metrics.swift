@@ -236,8 +236,7 @@ public final class Metrics: Sendable {
             let current = snapshot()
             let changed = current.filter { flushed[$0.key] != $0.value }
             if changed.isEmpty, !retire { return }
-            try database.execute("BEGIN IMMEDIATE")
-            do throws(DatabaseError) {
+            try database.writeTransaction { () throws(DatabaseError) in
                 for (series, value) in changed {
                     try database.query("""
                         INSERT INTO metrics_counters (instance, series, value, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -254,10 +253,6 @@ public final class Metrics: Sendable {
                         """, [.text(instance), .integer(now)])
                     try database.query("DELETE FROM metrics_counters WHERE instance = ?1", [.text(instance)])
                 }
-                try database.execute("COMMIT")
-            } catch {
-                try? database.execute("ROLLBACK")
-                throw error
             }
             flushed = retire ? [:] : current
         }

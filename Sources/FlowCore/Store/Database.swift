@@ -227,12 +227,15 @@ public final class Database {
     /// The rowid of the last successful insert on this connection.
     public var lastInsertRowID: Int64 { handle.map { sqlite3_last_insert_rowid($0) } ?? 0 }
 
-    /// Runs `body` in a `BEGIN IMMEDIATE` transaction: committed when it returns, rolled back when it throws.
-    public func writeTransaction<T>(_ body: () throws -> T) throws -> T {
+    /// Runs `body` in a `BEGIN IMMEDIATE` transaction: committed when it returns (rolled back instead with
+    /// `commit: false`, for dry runs), rolled back when it throws. The one place transactions are written.
+    public func writeTransaction<T>(commit: Bool = true, _ body: () throws(DatabaseError) -> T)
+        throws(DatabaseError) -> T
+    {
         try execute("BEGIN IMMEDIATE")
-        do {
+        do throws(DatabaseError) {
             let result = try body()
-            try execute("COMMIT")
+            try execute(commit ? "COMMIT" : "ROLLBACK")
             return result
         } catch {
             try? execute("ROLLBACK")
@@ -273,8 +276,7 @@ public final class Database {
         }
         // Creating the table in the same BEGIN IMMEDIATE: an autocommit CREATE racing another process's would
         // fail with SQLITE_BUSY_SNAPSHOT, which the busy handler does not retry.
-        try execute("BEGIN IMMEDIATE")
-        do throws(DatabaseError) {
+        try writeTransaction { () throws(DatabaseError) in
             try execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                 + "(id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
             // Re-read under the write lock: another process may have applied some meanwhile.
@@ -284,10 +286,6 @@ public final class Database {
                 try query("INSERT INTO schema_migrations (id, applied_at) VALUES (?1, strftime('%s','now'))",
                           [.text(migration.id)])
             }
-            try execute("COMMIT")
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
         }
     }
 

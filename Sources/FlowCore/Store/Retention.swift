@@ -93,7 +93,7 @@ public enum Retention {
         if try hasTable(database, "maintenance"), let last = try lastPurge(database), now - last < interval {
             return nil
         }
-        let claimed = try transaction(database, rollback: false) { () throws(DatabaseError) -> Bool in
+        let claimed = try database.writeTransaction { () throws(DatabaseError) -> Bool in
             try database.execute("""
                 CREATE TABLE IF NOT EXISTS maintenance (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID
                 """)
@@ -121,21 +121,6 @@ public enum Retention {
     /// The tombstone key of a flow token: lowercase hex SHA-256 (the token itself is not kept).
     public static func tokenDigest(_ token: String) -> String {
         Hex.encode(Digest.sha256(Array(token.utf8)))
-    }
-
-    /// Runs `body` in a `BEGIN IMMEDIATE` transaction, committed when it returns (rolled back when `rollback`).
-    static func transaction<T>(_ database: Database, rollback: Bool, _ body: () throws(DatabaseError) -> T)
-        throws(DatabaseError) -> T
-    {
-        try database.execute("BEGIN IMMEDIATE")
-        do {
-            let result = try body()
-            try database.execute(rollback ? "ROLLBACK" : "COMMIT")
-            return result
-        } catch {
-            try? database.execute("ROLLBACK")
-            throw error
-        }
     }
 
     private static func hasTable(_ database: Database, _ name: String) throws(DatabaseError) -> Bool {

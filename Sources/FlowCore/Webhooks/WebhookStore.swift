@@ -128,7 +128,7 @@ public enum WebhookStore {
     /// rolled back when `dryRun`; returns the counts as `(table, rows)`. The read API's statistics then count only
     /// what is left.
     public static func purge(database: Database, before: Int64, dryRun: Bool) throws(DatabaseError) -> [(String, Int)] {
-        try Retention.transaction(database, rollback: dryRun) { () throws(DatabaseError) -> [(String, Int)] in
+        try database.writeTransaction(commit: !dryRun) { () throws(DatabaseError) -> [(String, Int)] in
             let deletes = [
                 ("webhook_messages", "DELETE FROM webhook_messages WHERE received_at < ?1 RETURNING 1"),
                 ("webhook_statuses", "DELETE FROM webhook_statuses WHERE received_at < ?1 RETURNING 1"),

@@ -146,7 +146,7 @@ private struct AppointmentExchange {
     func gate(saving choices: AppointmentChoices?, _ body: (AppointmentSession) throws(DatabaseError) -> FlowAnswer)
         throws(DatabaseError) -> FlowAnswer
     {
-        let session = try AppointmentStore.immediate(database) { () throws(DatabaseError) -> AppointmentSession in
+        let session = try database.writeTransaction { () throws(DatabaseError) -> AppointmentSession in
             let session = try openSession()
             if let choices, !session.completed, !isExpired(session) {
                 try AppointmentStore.saveChoices(database, token: token, choices: choices, now: now)
@@ -404,7 +404,7 @@ private struct AppointmentExchange {
         let fields = sent.trimmed
         let (choices, problem) = narrow(sent.choices)
 
-        let outcome = try AppointmentStore.immediate(database) { () throws(DatabaseError) -> Outcome in
+        let outcome = try database.writeTransaction { () throws(DatabaseError) -> Outcome in
             let session = try openSession()
             if session.completed, session.submission == fingerprint, let id = session.bookingID,
                 let booking = try AppointmentStore.booking(database: database, id: id)

@@ -131,18 +131,6 @@ public enum AppointmentStore {
             """),
     ]
 
-    /// Runs `body` in a `BEGIN IMMEDIATE` transaction: committed when it returns, rolled back when it throws.
-    static func immediate<T>(_ database: Database, _ body: () throws(DatabaseError) -> T) throws(DatabaseError) -> T {
-        try database.execute("BEGIN IMMEDIATE")
-        do {
-            let result = try body()
-            try database.execute("COMMIT")
-            return result
-        } catch {
-            try? database.execute("ROLLBACK")
-            throw error
-        }
-    }
 
     // MARK: - Sessions
 
@@ -296,7 +284,7 @@ public enum AppointmentStore {
     public static func cancel(database: Database, id: Int64, now: Int64)
         throws(DatabaseError) -> AppointmentCancellation
     {
-        try immediate(database) { () throws(DatabaseError) -> AppointmentCancellation in
+        try database.writeTransaction { () throws(DatabaseError) -> AppointmentCancellation in
             guard let existing = try booking(database: database, id: id) else { return .notFound }
             guard existing.status == .booked else { return .alreadyCancelled(existing) }
             try database.query("""
@@ -322,7 +310,7 @@ public enum AppointmentStore {
     public static func purge(database: Database, before: Int64, sessionsBefore: Int64, dryRun: Bool)
         throws(DatabaseError) -> [(String, Int)]
     {
-        try Retention.transaction(database, rollback: dryRun) { () throws(DatabaseError) -> [(String, Int)] in
+        try database.writeTransaction(commit: !dryRun) { () throws(DatabaseError) -> [(String, Int)] in
             let bookings = try database.query("""
                 UPDATE appointment_bookings
                 SET name = '', email = '', phone = '', more_details = '', flow_token = 'purged:' || id

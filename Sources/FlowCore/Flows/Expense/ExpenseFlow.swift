@@ -184,7 +184,7 @@ public struct ExpenseFlow: Flow {
             context.log.debug("expense: invalid submit", ["field": problem.field.rawValue])
             return rejected(request.data, today: today, message: problem.message)
         case .success(let valid):
-            return try database.writeTransaction {
+            return try database.writeTransaction { () throws(DatabaseError) -> FlowAnswer in
                 if let session = try ExpenseStore.session(database: database, token: token), session.completed {
                     return try replay(session, fingerprint: fingerprint, database: database, token: token)
                 }
@@ -201,7 +201,7 @@ public struct ExpenseFlow: Flow {
 
     /// The same `SUCCESS` again for an identical retry of the completing submit, 427 for anything else.
     private func replay(_ session: ExpenseSession, fingerprint: String, database: Database,
-                        token: String) throws -> FlowAnswer {
+                        token: String) throws(DatabaseError) -> FlowAnswer {
         guard session.submission == fingerprint, let id = session.expenseID,
             let expense = try ExpenseStore.expense(database: database, id: id)
         else { return .tokenNoLongerValid(message: ExpenseFlow.completedMessage) }

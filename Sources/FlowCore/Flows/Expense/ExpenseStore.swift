@@ -124,9 +124,9 @@ public enum ExpenseStore {
     }
 
     /// The session of `token`, created (not completed) if missing.
-    static func openSession(database: Database, token: String, now: Int64) throws -> ExpenseSession {
+    static func openSession(database: Database, token: String, now: Int64) throws(DatabaseError) -> ExpenseSession {
         if let session = try session(database: database, token: token) { return session }
-        return try database.writeTransaction {
+        return try database.writeTransaction { () throws(DatabaseError) -> ExpenseSession in
             try database.query(
                 "INSERT INTO expense_sessions (flow_token, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 [.text(token), .integer(now)])
@@ -168,7 +168,7 @@ public enum ExpenseStore {
     ///   that `session` still finds, so its token keeps getting 427; an uncompleted one carries nothing and expense
     ///   tokens do not expire, so it goes without one (the token may start over, as it could before).
     public static func purge(database: Database, before: Int64, dryRun: Bool) throws(DatabaseError) -> [(String, Int)] {
-        try Retention.transaction(database, rollback: dryRun) { () throws(DatabaseError) -> [(String, Int)] in
+        try database.writeTransaction(commit: !dryRun) { () throws(DatabaseError) -> [(String, Int)] in
             let expenses = try database.query("""
                 UPDATE expenses SET description = NULL, flow_token = 'purged:' || id
                 WHERE created_at < ?1 AND flow_token NOT LIKE 'purged:%' RETURNING 1
