@@ -180,22 +180,7 @@ public struct Logger: Sendable {
     }
 
     private static func appendJSONString(_ value: String, to line: inout String) {
-        line += "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": line += "\\\""
-            case "\\": line += "\\\\"
-            case "\n": line += "\\n"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    let hex = String(scalar.value, radix: 16)
-                    line += "\\u00" + (hex.count < 2 ? "0" : "") + hex
-                } else {
-                    line.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        line += "\""
+        line += JSONValue.string(value).text
     }
 
     private static func quoteIfNeeded(_ value: String) -> String {
@@ -216,12 +201,5 @@ public struct Logger: Sendable {
     }
 
     /// UTC time as `2026-11-23T12:04:05Z`.
-    static func timestamp() -> String {
-        var now = time(nil)
-        var parts = tm()
-        gmtime_r(&now, &parts)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
-    }
+    static func timestamp() -> String { ISOTime.format(Int64(time(nil))) }
 }

@@ -116,15 +116,6 @@ enum ExpenseDate {
         return "\(parts.tm_year + 1900)-\(twoDigits(parts.tm_mon + 1))-\(twoDigits(parts.tm_mday))"
     }
 
-    /// UTC date and time of `epoch` as `2026-01-31T12:04:05Z`.
-    static func timestamp(_ epoch: Int64) -> String {
-        var seconds = time_t(epoch)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        return "\(parts.tm_year + 1900)-\(twoDigits(parts.tm_mon + 1))-\(twoDigits(parts.tm_mday))T"
-            + "\(twoDigits(parts.tm_hour)):\(twoDigits(parts.tm_min)):\(twoDigits(parts.tm_sec))Z"
-    }
-
     private static func twoDigits(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
 
     /// Parses an offset from UTC written `+HH:MM` or `-HH:MM` (from -12:00 to +14:00) into seconds.

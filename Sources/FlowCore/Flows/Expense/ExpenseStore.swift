@@ -88,7 +88,7 @@ public enum ExpenseStore {
         for row in rows {
             guard let expense = expense(from: row) else { continue }
             let cells = [
-                String(expense.id), ExpenseDate.timestamp(expense.createdAt), expense.expenseDate, expense.amount,
+                String(expense.id), ISOTime.format(expense.createdAt), expense.expenseDate, expense.amount,
                 expense.currency, expense.category, expense.description ?? "", expense.flowToken,
             ]
             out += CSV.line(cells)
