@@ -61,13 +61,9 @@ enum CallbackDelivery {
                 return
             }
             defer { database.close() }
-            while !stopRequested.load(ordering: .relaxed) {
+            repeat {
                 deliverDue(database: database, target: target, log: log)
-                for _ in 0..<10 where !stopRequested.load(ordering: .relaxed) {
-                    var pause = timespec(tv_sec: 0, tv_nsec: 100_000_000)
-                    nanosleep(&pause, nil)
-                }
-            }
+            } while pauseUnlessStopping(seconds: 1)
         }
     }
 }

@@ -15,6 +15,16 @@ let wakeSignal = SIGUSR2
 /// Set once a stop was requested.
 let stopRequested = Atomic<Bool>(false)
 
+/// Sleeps `seconds` in 100 ms steps (background threads); false as soon as the process is asked to stop.
+func pauseUnlessStopping(seconds: Int) -> Bool {
+    for _ in 0..<(seconds * 10) {
+        if stopRequested.load(ordering: .relaxed) { return false }
+        var step = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+        nanosleep(&step, nil)
+    }
+    return !stopRequested.load(ordering: .relaxed)
+}
+
 /// Starts a kernel thread running `body` (one per worker: never a Task, libfcgi blocks).
 func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
     final class Box: Sendable {

@@ -104,7 +104,7 @@ enum Purge {
         let timeout = configuration.busyTimeoutMilliseconds
         return startThread {
             var wait = firstCheckSeconds
-            while pause(seconds: wait) {
+            while pauseUnlessStopping(seconds: wait) {
                 wait = everySeconds
                 do {
                     let database = try Database(path: path, busyTimeoutMilliseconds: timeout)
@@ -121,15 +121,5 @@ enum Purge {
                 }
             }
         }
-    }
-
-    /// Sleeps `seconds` in short steps; false as soon as the process is asked to stop.
-    private static func pause(seconds: Int) -> Bool {
-        for _ in 0..<(seconds * 10) {
-            if stopRequested.load(ordering: .relaxed) { return false }
-            var step = timespec(tv_sec: 0, tv_nsec: 100_000_000)
-            nanosleep(&step, nil)
-        }
-        return !stopRequested.load(ordering: .relaxed)
     }
 }
