@@ -12,36 +12,29 @@ func serveCGI(endpoint: Endpoint) -> Int32 {
     var params: [(String, String)] = []
     var entry = environ
     while let pointer = entry.pointee {
-        params.append(splitParam(pointer))
+        params.append(CGIMessage.splitParam(pointer))
         entry += 1
     }
-    let cap = endpoint.configuration.transportBodyLimit
-    var body: [UInt8] = []
-    var tooLarge = false
+    var collector = BodyCollector(cap: endpoint.configuration.transportBodyLimit)
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
         let n = read(0, &buffer, buffer.count)
         if n < 0, errno == EINTR { continue }
         if n <= 0 { break }
-        if body.count + n > cap {
-            tooLarge = true
-            continue
-        }
-        body.append(contentsOf: buffer[0..<n])
+        buffer.withUnsafeBytes { collector.append(UnsafeRawBufferPointer(rebasing: $0.prefix(n))) }
     }
-    let method = params.first { $0.0 == "REQUEST_METHOD" }?.1 ?? "GET"
+    let request = collector.request(params: params)
     let worker: Worker
     do {
         worker = try Worker(configuration: endpoint.configuration)
     } catch {
         endpoint.log.error("cannot open the database", ["error": error.description])
-        writeAll(1, encodeCGIResponse(.text(503, "storage unavailable, try again later"), includeBody: true))
+        writeAll(1, CGIMessage.encode(.text(503, "storage unavailable, try again later"), includeBody: true))
         return 0
     }
     defer { worker.close() }
-    let response = endpoint.handle(EndpointRequest(method: method, params: params, body: body, bodyTooLarge: tooLarge),
-                                   worker: worker)
-    writeAll(1, encodeCGIResponse(response, includeBody: method != "HEAD"))
+    let response = endpoint.handle(request, worker: worker)
+    writeAll(1, CGIMessage.encode(response, includeBody: request.method != "HEAD"))
     // The answer is complete once stdout closes; only then try the callback outbox (a CGI process has no thread
     // of its own for it: each request tries what is due, so deliveries are retried as requests come in).
     if let target = endpoint.configuration.webhook.callback, let database = worker.database {

@@ -209,22 +209,15 @@ private func workerLoop(fd: Int32, index: Int, endpoint: Endpoint, metrics: Metr
         if accepted < 0 { break }
 
         let params = copyParams(request.envp)
-        var body: [UInt8] = []
-        var tooLarge = false
+        var collector = BodyCollector(cap: cap)
         while true {
             let n = FCGX_GetStr(&buffer, Int32(buffer.count), request.in)
             if n <= 0 { break }
-            if body.count + Int(n) > cap {
-                tooLarge = true
-                // Drain the rest so the server sees the answer rather than a reset.
-                continue
-            }
-            buffer.withUnsafeBytes { raw in body.append(contentsOf: raw.prefix(Int(n))) }
+            buffer.withUnsafeBytes { collector.append(UnsafeRawBufferPointer(rebasing: $0.prefix(Int(n)))) }
         }
-        let method = params.first { $0.0 == "REQUEST_METHOD" }?.1 ?? "GET"
-        let response = endpoint.handle(EndpointRequest(method: method, params: params, body: body, bodyTooLarge: tooLarge),
-                                       worker: worker)
-        let bytes = encodeCGIResponse(response, includeBody: method != "HEAD")
+        let incoming = collector.request(params: params)
+        let response = endpoint.handle(incoming, worker: worker)
+        let bytes = CGIMessage.encode(response, includeBody: incoming.method != "HEAD")
         _ = bytes.withUnsafeBufferPointer { raw in
             raw.withMemoryRebound(to: CChar.self) { FCGX_PutStr($0.baseAddress, Int32($0.count), request.out) }
         }
@@ -248,51 +241,8 @@ private func copyParams(_ envp: FCGX_ParamArray?) -> [(String, String)] {
     params.reserveCapacity(32)
     var i = 0
     while let entry = envp[i] {
-        params.append(splitParam(entry))
+        params.append(CGIMessage.splitParam(entry))
         i += 1
     }
     return params
-}
-
-/// Splits a `NAME=value` C string at its first `=` (on bytes: invalid UTF-8 is repaired as `String(cString:)` does).
-func splitParam(_ entry: UnsafePointer<CChar>) -> (String, String) {
-    let length = strlen(entry)
-    return entry.withMemoryRebound(to: UInt8.self, capacity: length) { start in
-        let bytes = UnsafeBufferPointer(start: start, count: length)
-        guard let eq = bytes.firstIndex(of: UInt8(ascii: "=")) else {
-            return (String(decoding: bytes, as: UTF8.self), "")
-        }
-        return (String(decoding: UnsafeBufferPointer(rebasing: bytes[..<eq]), as: UTF8.self),
-                String(decoding: UnsafeBufferPointer(rebasing: bytes[(eq + 1)...]), as: UTF8.self))
-    }
-}
-
-/// `Status:` line, headers, blank line and body, as a CGI/FastCGI responder writes them.
-func encodeCGIResponse(_ response: EndpointResponse, includeBody: Bool) -> [UInt8] {
-    var bytes: [UInt8] = []
-    bytes.reserveCapacity(128 + (includeBody ? response.body.count : 0))
-    func append(_ text: String) {
-        var text = text
-        text.withUTF8 { bytes.append(contentsOf: $0) }
-    }
-    func appendNumber(_ value: Int) {
-        if value >= 10 { appendNumber(value / 10) }
-        bytes.append(UInt8(ascii: "0") + UInt8(value % 10))
-    }
-    append("Status: ")
-    appendNumber(response.status)
-    bytes.append(UInt8(ascii: " "))
-    append(EndpointResponse.reason(response.status))
-    bytes.append(contentsOf: [0x0D, 0x0A])
-    for (name, value) in response.headers {
-        append(name)
-        bytes.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")])
-        append(value)
-        bytes.append(contentsOf: [0x0D, 0x0A])
-    }
-    append("Content-Length: ")
-    appendNumber(response.body.count)
-    bytes.append(contentsOf: [0x0D, 0x0A, 0x0D, 0x0A])
-    if includeBody { bytes.append(contentsOf: response.body) }
-    return bytes
 }

@@ -21,7 +21,7 @@ func currentEnvironment() -> [String: String] {
     var result: [String: String] = [:]
     var entry = environ
     while let pointer = entry.pointee {
-        let (name, value) = splitParam(pointer)
+        let (name, value) = CGIMessage.splitParam(pointer)
         result[name] = value
         entry += 1
     }
