@@ -47,8 +47,11 @@ extension Endpoint {
             return "the database folder is read-only (\(String(cString: strerror(errno))))"
         }
         var fs = statvfs()
-        if statvfs(database.path, &fs) == 0, fs.f_flag & UInt(ST_RDONLY) != 0 {
-            return "the database's file system is mounted read-only"
+        if statvfs(database.path, &fs) == 0 {
+            if fs.f_flag & UInt(ST_RDONLY) != 0 { return "the database's file system is mounted read-only" }
+            // A full disk fails every write with SQLITE_FULL, yet the lock is free. Root may use the reserved blocks.
+            let free = (geteuid() == 0 ? fs.f_bfree : fs.f_bavail) * fs.f_frsize
+            if free < 65536 { return "the database's file system is full (\(free) bytes free)" }
         }
         do {
             try database.writeTransaction(commit: false) { () throws(DatabaseError) in }

@@ -112,6 +112,14 @@ public final class Database {
             sqlite3_close_v2(db)
             throw DatabaseError(code: rc, message: message, context: "opening \(path)")
         }
+        // SQLite silently opens a file this process may not write read-only, and that connection would create the
+        // -wal and -shm files with the file's read-only mode, which keeps every later writer read-only, even once
+        // the file is fixed. Refused before anything is read.
+        if sqlite3_db_readonly(db, "main") == 1 {
+            sqlite3_close_v2(db)
+            throw DatabaseError(code: SQLITE_READONLY, message: "the database file is read-only for this process "
+                + "(check its owner and mode, and the file system)", context: "opening \(path)")
+        }
         handle = db
         sqlite3_extended_result_codes(db, 1)
         // Busy timeout first: switching to WAL itself needs a lock another process may hold.
@@ -232,6 +240,7 @@ public final class Database {
     public func writeTransaction<T>(commit: Bool = true, _ body: () throws(DatabaseError) -> T)
         throws(DatabaseError) -> T
     {
+        try ensureWritable()
         try execute("BEGIN IMMEDIATE")
         do throws(DatabaseError) {
             let result = try body()
@@ -241,6 +250,18 @@ public final class Database {
             try? execute("ROLLBACK")
             throw error
         }
+    }
+
+    /// Before a write: a file made read-only (or a read-only mount) since it was opened is refused with SQLITE_READONLY
+    /// and the cause (Linux checks permissions at open only: the open descriptor would still write), a deleted one
+    /// with SQLITE_CANTOPEN (the writes would go to a file nobody reads). Fixed, the next write goes through.
+    private func ensureWritable() throws(DatabaseError) {
+        guard access(path, W_OK) != 0 else { return }
+        let missing = errno == ENOENT
+        let cause = String(cString: strerror(errno))
+        throw DatabaseError(code: missing ? SQLITE_CANTOPEN : SQLITE_READONLY,
+                            message: "the database file is \(missing ? "gone" : "read-only") (\(cause))",
+                            context: "writing \(path)")
     }
 
     private func prepared(_ sql: String) throws(DatabaseError) -> OpaquePointer {

@@ -1,0 +1,55 @@
+import CFlowsSQLite
+import FlowCore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Faults of the database file itself (the integration suite `test_faults.py` covers a full disk, a read-only file
+/// as `nobody` and locks held by other processes against the real binary).
+@Suite("database file faults")
+struct DatabaseFaultTests {
+    let directory = temporaryDirectory()
+    var path: String { directory + "/flows.db" }
+
+    func open() throws -> Database {
+        let database = try Database(path: path, migrations: [
+            Migration(id: "fault-1", sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"),
+        ])
+        try database.writeTransaction { () throws(DatabaseError) in
+            try database.execute("INSERT INTO notes (text) VALUES ('kept')")
+        }
+        return database
+    }
+
+    @Test func aWriteToADeletedFileIsRefusedAsUnavailableNamingTheFile() throws {
+        let database = try open()
+        defer { database.close() }
+        for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+        do {
+            try database.writeTransaction { () throws(DatabaseError) in
+                try database.execute("INSERT INTO notes (text) VALUES ('lost')")
+            }
+            Issue.record("a write to a deleted database file succeeded: it went to a file nobody reads")
+        } catch {
+            #expect(error.code == SQLITE_CANTOPEN && error.isUnavailable)
+            #expect(error.description.hasPrefix("writing \(path): the database file is gone (No such file"))
+        }
+    }
+
+    @Test func aFileRestoredInPlaceIsWrittenAgain() throws {
+        let database = try open()
+        defer { database.close() }
+        // chmod 0444 cannot be shown here (tests run as root, which writes whatever the mode says): the integration
+        // suite runs that case as `nobody`. The path check itself: a file back at its path is written again.
+        let moved = path + ".moved"
+        #expect(rename(path, moved) == 0)
+        #expect(throws: DatabaseError.self) { try database.writeTransaction { () throws(DatabaseError) in } }
+        #expect(rename(moved, path) == 0)
+        try database.writeTransaction { () throws(DatabaseError) in
+            try database.execute("INSERT INTO notes (text) VALUES ('again')")
+        }
+        #expect(try database.query("SELECT count(*) FROM notes").first?.first?.int == 2)
+    }
+}
