@@ -2,4 +2,10 @@
 #define CFLOWS_FASTCGI_SHIM_H
 /* Only the re-entrant libfcgi API (fcgiapp.h); never fcgi_stdio.h, which redefines stdio. */
 #include <fcgiapp.h>
+#include <malloc.h>
+
+/* glibc's arena limit (M_ARENA_MAX is a macro Swift does not import); returns mallopt's result (1 on success). */
+static inline int cflows_set_malloc_arena_max(int arenas) {
+    return mallopt(M_ARENA_MAX, arenas);
+}
 #endif

@@ -78,8 +78,23 @@ func waitForSignal(_ signals: [Int32]) -> Int32 {
     return received
 }
 
+/// Waits up to `milliseconds` for one of `signals` (which must be blocked); nil when none came.
+func waitForSignal(_ signals: [Int32], milliseconds: Int) -> Int32? {
+    var set = sigset_t()
+    sigemptyset(&set)
+    for s in signals { sigaddset(&set, s) }
+    var timeout = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+    let received = sigtimedwait(&set, nil, &timeout)
+    return received > 0 ? received : nil
+}
+
 /// Serves FastCGI on `fd` with `threads` worker threads until SIGTERM/SIGINT; returns when every in-flight request
 /// has been answered and every database connection closed.
+///
+/// The calling thread is the process's housekeeper (no thread of its own for it: each costs memory in every
+/// process): it waits for signals, every 200 ms interrupts requests past `REQUEST_DEADLINE_MS`, every
+/// `METRICS_FLUSH_SECONDS` writes the counters to the database (a connection opened for the flush only), and at
+/// the end folds this instance's counters into the `retired` ones.
 func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
     guard FCGX_Init() == 0 else {
         endpoint.log.error("FCGX_Init failed")
@@ -90,8 +105,6 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
     let failures = Atomic<Int>(0)
     // Created here, after a prefork fork: the pid and instance id are this process's.
     let metrics = Metrics()
-    let workersDone = Atomic<Bool>(false)
-    let flusher = startThread { metricsLoop(endpoint: endpoint, metrics: metrics, workersDone: workersDone) }
     for index in 0..<threads {
         workers.append(startThread {
             let ok = workerLoop(fd: fd, index: index, endpoint: endpoint, metrics: metrics)
@@ -99,11 +112,14 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
             finished.withLock { $0[index] = true }
         })
     }
-    // This thread waits for signals; the workers keep them blocked.
-    let signalThreadDone = Atomic<Bool>(false)
-    let signals = startThread {
-        while true {
-            let s = waitForSignal([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+    let runtime = endpoint.configuration.runtime
+    let flushEvery = Int64(runtime.metricsFlushSeconds) * 1_000_000_000
+    var nextFlush = monotonicNanoseconds() + flushEvery
+    var nextDeadlineCheck: Int64 = 0
+    // Until each worker has left its loop; once stopping, idle workers are woken again on every pass (a wake-up
+    // can land just before `accept`).
+    while !finished.withLock({ $0.allSatisfy { $0 } }) {
+        if let s = waitForSignal([SIGTERM, SIGINT, SIGHUP, SIGUSR1], milliseconds: 50) {
             if s == SIGHUP || s == SIGUSR1 {
                 do {
                     try endpoint.log.reopen()
@@ -111,76 +127,44 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
                 } catch {
                     endpoint.log.error("cannot reopen the log file", ["error": String(describing: error)])
                 }
-                continue
+            } else if !stopRequested.load(ordering: .sequentiallyConsistent) {
+                endpoint.log.info("stopping: finishing in-flight requests", ["signal": s == SIGTERM ? "TERM" : "INT"])
+                stopRequested.store(true, ordering: .sequentiallyConsistent)
+                FCGX_ShutdownPending()
             }
-            if s == wakeSignal { continue }
-            // Already stopping (MAX_REQUESTS reached): the signal only ends this thread.
-            if stopRequested.load(ordering: .sequentiallyConsistent) { break }
-            endpoint.log.info("stopping: finishing in-flight requests", ["signal": s == SIGTERM ? "TERM" : "INT"])
-            stopRequested.store(true, ordering: .sequentiallyConsistent)
-            FCGX_ShutdownPending()
-            break
         }
-        signalThreadDone.store(true, ordering: .sequentiallyConsistent)
-    }
-    // Wake idle workers until each has left its loop (a wake-up can land just before `accept`, so repeat).
-    while !finished.withLock({ $0.allSatisfy { $0 } }) {
         if stopRequested.load(ordering: .sequentiallyConsistent) {
             for (index, thread) in workers.enumerated() where !finished.withLock({ $0[index] }) {
                 pthread_kill(thread, wakeSignal)
             }
         }
-        var pause = timespec(tv_sec: 0, tv_nsec: 50_000_000)
-        nanosleep(&pause, nil)
+        let now = monotonicNanoseconds()
+        if now >= nextDeadlineCheck {
+            metrics.interruptOverdue(deadlineMilliseconds: runtime.requestDeadlineMilliseconds)
+            nextDeadlineCheck = now + 200_000_000
+        }
+        if now >= nextFlush {
+            flushMetrics(metrics, endpoint: endpoint, retire: false)
+            nextFlush = monotonicNanoseconds() + flushEvery
+        }
     }
     for thread in workers { pthread_join(thread, nil) }
-    workersDone.store(true, ordering: .sequentiallyConsistent)
-    pthread_join(flusher, nil)
-    if !signalThreadDone.load(ordering: .sequentiallyConsistent) {
-        // All workers failed on their own: no signal will come, so end the signal thread with one.
-        pthread_kill(signals, SIGTERM)
-    }
-    pthread_join(signals, nil)
+    flushMetrics(metrics, endpoint: endpoint, retire: true)
     return failures.load(ordering: .relaxed) == 0 ? 0 : 1
 }
 
-/// The metrics thread of one serving process: every 200 ms it interrupts requests past `REQUEST_DEADLINE_MS`;
-/// every `METRICS_FLUSH_SECONDS` it writes the process's counters to the database (its own connection); once the
-/// workers are done, a last flush folds this instance's rows into the `retired` ones.
-private func metricsLoop(endpoint: Endpoint, metrics: Metrics, workersDone: borrowing Atomic<Bool>) {
-    let runtime = endpoint.configuration.runtime
-    var database: Database?
-    if let path = endpoint.configuration.databasePath {
-        do {
-            // A short lock wait: this thread is also the deadline watchdog, and a failed flush is retried.
-            let wait = min(endpoint.configuration.busyTimeoutMilliseconds, 500)
-            database = try Database(path: path, busyTimeoutMilliseconds: wait)
-        } catch {
-            endpoint.log.error("metrics cannot open the database", ["error": error.description])
-        }
+/// Writes the process's counters to the database through a connection opened for this flush only, with a short
+/// lock wait (the same thread watches request deadlines; a failed flush is retried at the next one).
+private func flushMetrics(_ metrics: Metrics, endpoint: Endpoint, retire: Bool) {
+    guard let path = endpoint.configuration.databasePath else { return }
+    do throws(DatabaseError) {
+        let wait = min(endpoint.configuration.busyTimeoutMilliseconds, 500)
+        let database = try Database(path: path, busyTimeoutMilliseconds: wait)
+        defer { database.close() }
+        try metrics.flush(into: database, now: endpoint.clock(), retire: retire)
+    } catch {
+        endpoint.log.warning("metrics flush failed (retried later)", ["error": error.description])
     }
-    defer { database?.close() }
-    func flush(retire: Bool) {
-        guard let database else { return }
-        do {
-            try metrics.flush(into: database, now: endpoint.clock(), retire: retire)
-        } catch {
-            endpoint.log.warning("metrics flush failed (retried later)", ["error": error.description])
-        }
-    }
-    let tick: Int64 = 200_000_000
-    var nextFlush = monotonicNanoseconds() + Int64(runtime.metricsFlushSeconds) * 1_000_000_000
-    while !workersDone.load(ordering: .sequentiallyConsistent) {
-        var pause = timespec(tv_sec: 0, tv_nsec: Int(tick))
-        nanosleep(&pause, nil)
-        metrics.interruptOverdue(deadlineMilliseconds: runtime.requestDeadlineMilliseconds)
-        let now = monotonicNanoseconds()
-        if now >= nextFlush {
-            flush(retire: false)
-            nextFlush = now + Int64(runtime.metricsFlushSeconds) * 1_000_000_000
-        }
-    }
-    flush(retire: true)
 }
 
 /// One worker: its own FastCGI request and database connection. Returns false when it could not start.
@@ -200,7 +184,10 @@ private func workerLoop(fd: Int32, index: Int, endpoint: Endpoint, metrics: Metr
         return false
     }
     let cap = endpoint.configuration.transportBodyLimit
-    var buffer = [CChar](repeating: 0, count: 65536)
+    // Not zero-filled: only the part bodies actually use becomes resident.
+    let bufferSize = 65536
+    let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: bufferSize)
+    defer { buffer.deallocate() }
     while !stopRequested.load(ordering: .relaxed) {
         // The wake-up signal may interrupt only the wait for a connection.
         unblockSignals([wakeSignal])
@@ -211,9 +198,9 @@ private func workerLoop(fd: Int32, index: Int, endpoint: Endpoint, metrics: Metr
         let params = copyParams(request.envp)
         var collector = BodyCollector(cap: cap)
         while true {
-            let n = FCGX_GetStr(&buffer, Int32(buffer.count), request.in)
+            let n = FCGX_GetStr(buffer, Int32(bufferSize), request.in)
             if n <= 0 { break }
-            buffer.withUnsafeBytes { collector.append(UnsafeRawBufferPointer(rebasing: $0.prefix(Int(n)))) }
+            collector.append(UnsafeRawBufferPointer(start: buffer, count: Int(n)))
         }
         let incoming = collector.request(params: params)
         let response = endpoint.handle(incoming, worker: worker)

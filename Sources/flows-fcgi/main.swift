@@ -1,3 +1,4 @@
+import CFlowsFastCGI
 import FlowCore
 import Synchronization
 
@@ -120,6 +121,10 @@ func run() -> Int32 {
     // One serving process: worker threads, the callback delivery thread when CALLBACK_URL is set, and the
     // automatic purge thread (RETENTION_DAYS).
     let serve = { () -> Int32 in
+        // One malloc arena per process instead of one per thread (each new arena is memory that stays resident);
+        // threads keep their own small-allocation caches, so they rarely wait for each other. MALLOC_ARENA_MAX in
+        // the environment still decides.
+        if getenv("MALLOC_ARENA_MAX") == nil { _ = cflows_set_malloc_arena_max(1) }
         let delivery = CallbackDelivery.start(configuration: configuration, log: log)
         let purge = Purge.start(configuration: configuration, log: log)
         let status = serveFastCGI(fd: fd, threads: options.threads, endpoint: endpoint)
