@@ -16,7 +16,6 @@
 static inline EVP_PKEY *cflows_rsa_generate(unsigned int bits) { return EVP_RSA_gen(bits); }
 static inline long cflows_bio_get_mem_data(BIO *bio, char **out) { return BIO_get_mem_data(bio, out); }
 static inline void cflows_openssl_free(void *p) { OPENSSL_free(p); }
-static inline long cflows_ssl_set_sni(SSL *ssl, const char *name) { return SSL_set_tlsext_host_name(ssl, name); }
 
 /* An HMAC-SHA256 context keyed with `key` (OSSL_PARAM keeps the digest name's pointer: a C literal here).
  * Each message after the first re-initialises it with EVP_MAC_init(ctx, NULL, 0, NULL), which keeps the key. */

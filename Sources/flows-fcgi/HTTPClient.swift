@@ -32,6 +32,8 @@ final class Connection {
     private let what: String
     private var context: OpaquePointer?
     private var tls: OpaquePointer?
+    /// libssl's functions, once TLS started.
+    private var library: TLSLibrary?
 
     private init(fd: Int32, what: String) {
         self.fd = fd
@@ -41,12 +43,14 @@ final class Connection {
     private var established = false
 
     deinit {
-        if let tls {
-            if established { SSL_shutdown(tls) }
-            SSL_free(tls)
-            ERR_clear_error()
+        if let library {
+            if let tls {
+                if established { _ = library.shutdown(tls) }
+                library.free(tls)
+                ERR_clear_error()
+            }
+            if let context { library.contextFree(context) }
         }
-        if let context { SSL_CTX_free(context) }
         close(fd)
     }
 
@@ -118,20 +122,22 @@ final class Connection {
         // OpenSSL writes to the socket without MSG_NOSIGNAL: a peer that has gone away must not kill the process.
         signal(SIGPIPE, SIG_IGN)
         ERR_clear_error()
-        guard let context = SSL_CTX_new(TLS_client_method()) else {
+        let library = try TLSLibrary.shared.get()
+        self.library = library
+        guard let context = library.contextNew(library.clientMethod()) else {
             throw HTTPError("TLS setup failed: \(drainOpenSSLErrors())")
         }
         self.context = context
-        SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
-        guard SSL_CTX_set_default_verify_paths(context) == 1, let tls = SSL_new(context) else {
+        library.contextSetVerify(context, SSL_VERIFY_PEER, nil)
+        guard library.contextDefaultPaths(context) == 1, let tls = library.new(context) else {
             throw HTTPError("TLS setup failed: \(drainOpenSSLErrors())")
         }
         self.tls = tls
-        guard SSL_set_fd(tls, fd) == 1, cflows_ssl_set_sni(tls, host) == 1, SSL_set1_host(tls, host) == 1 else {
+        guard library.setFD(tls, fd) == 1, library.setServerName(tls, host), library.setHost(tls, host) == 1 else {
             throw HTTPError("TLS setup for \(host) failed: \(drainOpenSSLErrors())")
         }
-        guard SSL_connect(tls) == 1 else {
-            let verify = SSL_get_verify_result(tls)
+        guard library.connect(tls) == 1 else {
+            let verify = library.verifyResult(tls)
             let detail = verify == X509_V_OK ? drainOpenSSLErrors()
                 : "certificate verification failed: \(String(cString: X509_verify_cert_error_string(verify)))"
             ERR_clear_error()
@@ -146,7 +152,9 @@ final class Connection {
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes { raw -> Int in
                 let start = raw.baseAddress! + offset
-                if let tls { return Int(SSL_write(tls, start, Int32(min(raw.count - offset, 1 << 30)))) }
+                if let tls, let library {
+                    return Int(library.write(tls, start, Int32(min(raw.count - offset, 1 << 30))))
+                }
                 return send(fd, start, raw.count - offset, Int32(MSG_NOSIGNAL))
             }
             if n < 0, tls == nil, errno == EINTR { continue }
@@ -163,15 +171,15 @@ final class Connection {
         var chunk = [UInt8](repeating: 0, count: 16384)
         while true {
             let n = chunk.withUnsafeMutableBytes { raw -> Int in
-                if let tls { return Int(SSL_read(tls, raw.baseAddress, Int32(raw.count))) }
+                if let tls, let library { return Int(library.read(tls, raw.baseAddress, Int32(raw.count))) }
                 return recv(fd, raw.baseAddress, raw.count, 0)
             }
             if n > 0 {
                 buffer.append(contentsOf: chunk[0..<n])
                 return n
             }
-            if let tls {
-                let code = SSL_get_error(tls, Int32(n))
+            if let tls, let library {
+                let code = library.getError(tls, Int32(n))
                 ERR_clear_error()
                 // A peer that closes without close_notify ends the stream as well.
                 if code == SSL_ERROR_ZERO_RETURN || code == SSL_ERROR_SYSCALL && errno == 0 { return 0 }
