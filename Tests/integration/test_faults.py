@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,10 +39,12 @@ from conftest import (
     children_of,
     clean_env,
     pid_alive,
+    socket_inodes,
     start_listen,
     start_nginx,
     start_spawn_fcgi,
     tail,
+    wait_for_accept,
     wait_for_listener,
     wait_until,
     write_config,
@@ -449,7 +452,6 @@ class BookingLoad:
         return status, answer
 
     def loop(self, index: int) -> None:
-        import random
         rng = random.Random(f"{self.run}-{index}")
         while not self.stop.is_set():
             with self.lock:
@@ -564,7 +566,7 @@ def test_sigkill_of_every_responder_loses_no_acknowledged_booking(binary, keys, 
                 assert found == [(int(success_params(answer)["booking_id"]), fields["date"], fields["time"])]
             else:
                 assert answer["screen"] == "SUMMARY" and "error_message" in answer["data"] and not found
-        replay.journey(f"after-{number}", __import__("random").Random(number))
+        replay.journey(f"after-{number}", random.Random(number))
         assert f"after-{number}" in replay.acknowledged, replay.statuses
         print(f"\nround {number + 1} ({mode}): SIGKILL of {len(pids)} processes after {killed_at} acknowledged "
               f"bookings; {len(acknowledged)} acknowledged in all, {len(load.unanswered)} confirms unanswered, "
@@ -673,7 +675,6 @@ def test_a_slow_client_does_not_hold_up_the_others(binary, keys, app_secret, tmp
         send(context.body[-1:])
 
     if path == "fastcgi-direct":
-        from conftest import socket_inodes, wait_for_accept
         before = socket_inodes(responder.pid)
         params = fcgiwire.cgi_params("POST", APPOINTMENT, context.body, headers[1:])
         conn = fcgiwire.connect(str(sock), timeout=90)
