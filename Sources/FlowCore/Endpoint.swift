@@ -172,17 +172,36 @@ public struct Endpoint: Sendable {
         case notFound
     }
 
+    /// Routes by the last path components (compared as bytes: this runs on every request).
     private static func route(_ path: String) -> Route {
-        var components = path.split(separator: "/", omittingEmptySubsequences: true)
-        if components.last == "live", components.dropLast().last == "health" { components.removeLast() }
-        guard let last = components.last else { return .notFound }
-        if last == "health" { return .health(ready: false) }
-        if last == "ready", components.dropLast().last == "health" { return .health(ready: true) }
-        if components.count >= 2, components[components.count - 2] == "flows" { return .flow(String(last)) }
-        if last == "webhook" { return .webhook }
-        if last == "metrics" { return .metrics }
-        if let resource = ReadResource(rawValue: String(last)) { return .readAPI(resource) }
-        return .notFound
+        var path = path
+        return path.withUTF8 { bytes -> Route in
+            // The last three non-empty components, last first.
+            var parts: [UnsafeBufferPointer<UInt8>] = []
+            parts.reserveCapacity(3)
+            var end = bytes.count
+            while parts.count < 3, end > 0 {
+                var start = end
+                while start > 0, bytes[start - 1] != UInt8(ascii: "/") { start -= 1 }
+                if start < end { parts.append(UnsafeBufferPointer(rebasing: bytes[start..<end])) }
+                end = start - 1
+            }
+            func part(_ index: Int, is word: StaticString) -> Bool {
+                index < parts.count && parts[index].count == word.utf8CodeUnitCount
+                    && memcmp(parts[index].baseAddress!, word.utf8Start, word.utf8CodeUnitCount) == 0
+            }
+            if part(0, is: "live"), part(1, is: "health") { parts.removeFirst() }
+            guard let last = parts.first else { return .notFound }
+            if part(0, is: "health") { return .health(ready: false) }
+            if part(0, is: "ready"), part(1, is: "health") { return .health(ready: true) }
+            if part(1, is: "flows") { return .flow(String(decoding: last, as: UTF8.self)) }
+            if part(0, is: "webhook") { return .webhook }
+            if part(0, is: "metrics") { return .metrics }
+            if let resource = ReadResource(rawValue: String(decoding: last, as: UTF8.self)) {
+                return .readAPI(resource)
+            }
+            return .notFound
+        }
     }
 
     /// Answers one request, counting it in the worker's metrics and writing one access line to the log.
@@ -289,7 +308,11 @@ public struct Endpoint: Sendable {
         }
     }
 
-    private func answer(_ decrypted: DecryptedRequest, flow: any Flow, worker: Worker,
+    /// The health check's answer, serialized once.
+    private static let pingAnswer = JSONValue.object(["data": ["status": "active"]]).serialized
+
+    /// Answers a decrypted request (internal, not private: `answerClearText` fuzzes it without encryption).
+    func answer(_ decrypted: DecryptedRequest, flow: any Flow, worker: Worker,
                         summary: inout RequestSummary) -> EndpointResponse {
         let json = decrypted.json
         let action = json["action"]?.stringValue
@@ -300,8 +323,11 @@ public struct Endpoint: Sendable {
             return .text(status, message)
         }
         func encrypted(_ status: Int, _ value: JSONValue) -> EndpointResponse {
+            encrypted(status, clearText: value.serialized)
+        }
+        func encrypted(_ status: Int, clearText: [UInt8]) -> EndpointResponse {
             do {
-                let body = try decrypted.sealBytes(value.serialized)
+                let body = try decrypted.sealBytes(clearText)
                 return EndpointResponse(status: status, headers: [("Content-Type", "text/plain")], body: body)
             } catch {
                 return fail(500, "internal error")
@@ -312,7 +338,7 @@ public struct Endpoint: Sendable {
         }
         guard let action else { return fail(400, "missing action") }
         if action == "ping" {
-            return encrypted(200, ["data": ["status": "active"]])
+            return encrypted(200, clearText: Endpoint.pingAnswer)
         }
         let data = json["data"]?.objectValue ?? [:]
         if let errorKey = data["error_key"] ?? data["error"], errorKey != .null {
@@ -342,6 +368,8 @@ public struct Endpoint: Sendable {
             switch try flow.handle(request, context: context) {
             case .screen(let id, let screenData):
                 return encrypted(200, ["screen": .string(id), "data": .object(screenData)])
+            case .prepared(let screen):
+                return encrypted(200, clearText: screen.clearText)
             case .tokenNoLongerValid(let message):
                 summary.reason = "flow token no longer valid"
                 return encrypted(427, ["error_msg": .string(message)])

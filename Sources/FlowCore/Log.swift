@@ -46,7 +46,8 @@ public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
 public enum LogFormat: Sendable {
     /// `time level message key=value...`
     case text
-    /// One JSON object per line: `{"time":...,"level":...,"msg":...,"key":"value",...}`.
+    /// One JSON object per line: `{"time":...,"level":...,"msg":...,"key":"value",...}` (a field named `time`,
+    /// `level` or `msg` is written as `field_time`, ...).
     case json
 }
 
@@ -103,8 +104,13 @@ public final class LogSink: Sendable {
     }
 
     func write(_ line: String) {
-        guard fd >= 0 else { return }
         var bytes = Array(line.utf8)
+        write(line: &bytes)
+    }
+
+    /// Writes `bytes` and a newline with one `write(2)` (the newline is appended to `bytes`).
+    func write(line bytes: inout [UInt8]) {
+        guard fd >= 0 else { return }
         bytes.append(0x0A)
         bytes.withUnsafeBytes { raw in
             var offset = 0
@@ -148,18 +154,47 @@ public struct Logger: Sendable {
             Logger.appendJSONString(message(), to: &line)
             for (key, value) in fields {
                 line += ","
-                Logger.appendJSONString(key, to: &line)
+                // A field named like one of the line's own members gets a prefix: no duplicate member names, so
+                // `jq` and friends cannot take a booking's `time` for the line's.
+                Logger.appendJSONString(key == "time" || key == "level" || key == "msg" ? "field_" + key : key,
+                                        to: &line)
                 line += ":"
                 Logger.appendJSONString(value, to: &line)
             }
             sink.write(line + "}")
             return
         }
-        var line = "\(Logger.timestamp()) \(level.name) \(message())"
+        // Text lines are assembled as bytes: one runs for every request (the access line).
+        var line: [UInt8] = []
+        line.reserveCapacity(160)
+        ISOTime.append(Int64(time(nil)), to: &line)
+        line.append(UInt8(ascii: " "))
+        Logger.append(level.name, to: &line)
+        line.append(UInt8(ascii: " "))
+        Logger.append(message(), to: &line)
         for (key, value) in fields {
-            line += " \(key)=\(Logger.quoteIfNeeded(value))"
+            line.append(UInt8(ascii: " "))
+            Logger.append(key, to: &line)
+            line.append(UInt8(ascii: "="))
+            Logger.appendQuotedIfNeeded(value, to: &line)
         }
-        sink.write(line)
+        sink.write(line: &line)
+    }
+
+    private static func append(_ text: String, to line: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { line.append(contentsOf: $0) }
+    }
+
+    private static func appendQuotedIfNeeded(_ value: String, to line: inout [UInt8]) {
+        var value = value
+        let plain = value.withUTF8 { bytes -> Bool in
+            guard !bytes.isEmpty, !bytes.contains(where: { $0 <= 0x20 || $0 == 0x22 || $0 == 0x3D || $0 >= 0x7F })
+            else { return false }
+            line.append(contentsOf: bytes)
+            return true
+        }
+        if !plain { append(quoteIfNeeded(value), to: &line) }
     }
 
     /// Writes at debug level.

@@ -152,13 +152,7 @@ struct AppointmentItem: Equatable, CustomStringConvertible {
 
 extension FlowAnswer {
     fileprivate var shownScreen: String? {
-        if case .screen(let id, _) = self { return id }
-        return nil
-    }
-
-    fileprivate var shown: [String: JSONValue] {
-        if case .screen(_, let data) = self { return data }
-        return [:]
+        screenID
     }
 
     fileprivate var bookingParams: [String: JSONValue]? {

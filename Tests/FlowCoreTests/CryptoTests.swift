@@ -148,4 +148,27 @@ struct CipherTests {
         #expect(Base64.encode(Array("hello".utf8)) == "aGVsbG8=")
         #expect(Base64.decodeURLSafe("aGVsbG8") == Array("hello".utf8))
     }
+
+    /// Every length's tail case round-trips, and every one-character change of a valid text either fails or
+    /// decodes to bytes that encode back to exactly that text (one encoding per byte string).
+    @Test func base64RoundTripsAndIsCanonical() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<40 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let text = Base64.encode(bytes)
+            #expect(Base64.decode(text) == bytes)
+            #expect(Base64.decodeURLSafe(Base64.encodeURLSafe(bytes)) == bytes)
+            let utf8 = Array(text.utf8)
+            for position in utf8.indices {
+                for replacement in Array("A/+=Qz9g~ \0".utf8) where replacement != utf8[position] {
+                    var changed = utf8
+                    changed[position] = replacement
+                    let mutated = String(decoding: changed, as: UTF8.self)
+                    if let decoded = Base64.decode(mutated) {
+                        #expect(Base64.encode(decoded) == mutated)
+                    }
+                }
+            }
+        }
+    }
 }

@@ -97,19 +97,14 @@ func submit(_ changes: [String: JSONValue?]) -> [String: JSONValue] {
 }
 
 extension FlowAnswer {
-    var screenID: String? {
-        if case .screen(let id, _) = self { return id }
-        return nil
-    }
-
-    var screenData: [String: JSONValue] {
-        if case .screen(_, let data) = self { return data }
-        return [:]
+    /// The shown screen's data (empty for a 427).
+    var shown: [String: JSONValue] {
+        screenData ?? [:]
     }
 
     var successParams: [String: JSONValue]? {
         guard screenID == "SUCCESS" else { return nil }
-        return screenData["extension_message_response"]?["params"]?.objectValue
+        return shown["extension_message_response"]?["params"]?.objectValue
     }
 
     var isTokenNoLongerValid: Bool {
@@ -267,7 +262,7 @@ struct ExpenseFlowTests {
         let data = submit(invalid.changes)
         let answer = try harness.submit(data)
         #expect(answer.screenID == "EXPENSE_FORM")
-        let shown = answer.screenData
+        let shown = answer.shown
         let message = shown["error_message"]?.stringValue ?? ""
         #expect(message.contains(invalid.message), "snackbar: \(message)")
         #expect(shown["amount"] == .string(invalid.echoedAmount))
@@ -283,9 +278,9 @@ struct ExpenseFlowTests {
     @Test func rejectedLongValuesAreShownBackCutToTheInputLimits() throws {
         let harness = try ExpenseHarness()
         let answer = try harness.submit(submit(["description": .string(String(repeating: "y", count: 5000))]))
-        #expect(answer.screenData["description"] == .string(String(repeating: "y", count: 3000)))
+        #expect(answer.shown["description"] == .string(String(repeating: "y", count: 3000)))
         let long = try harness.submit(submit(["amount": .string(String(repeating: "9", count: 25))]))
-        #expect(long.screenData["amount"] == .string(String(repeating: "9", count: 20)))
+        #expect(long.shown["amount"] == .string(String(repeating: "9", count: 20)))
     }
 
     @Test func completedTokenGets427OnAnyOtherRequest() throws {
@@ -329,8 +324,8 @@ struct ExpenseFlowTests {
         try harness.send(.initial)
         let answer = try harness.send(.dataExchange, screen: "SUMMARY", data: validSubmit)
         #expect(answer.screenID == "EXPENSE_FORM")
-        #expect(answer.screenData["error_message"]?.stringValue?.isEmpty == false)
-        #expect(answer.screenData["amount"] == "")
+        #expect(answer.shown["error_message"]?.stringValue?.isEmpty == false)
+        #expect(answer.shown["amount"] == "")
         #expect(try harness.store.count() == 0)
         #expect(try harness.send(.dataExchange, screen: "", data: [:]).screenID == "EXPENSE_FORM")
     }
@@ -344,14 +339,14 @@ struct ExpenseFlowTests {
 
     @Test func todayFollowsTheConfiguredOffset() throws {
         let east = try ExpenseHarness(["EXPENSE_UTC_OFFSET": "+14:00"])
-        #expect(try east.send(.initial).screenData["max_date"] == "2026-01-02")
+        #expect(try east.send(.initial).shown["max_date"] == "2026-01-02")
         #expect(try east.submit(submit(["date": "2026-01-02"])).successParams != nil)
 
         var west = try ExpenseHarness(["EXPENSE_UTC_OFFSET": "-12:00"])
         west.now = expenseNoon - 60  // 23:59 on 31 December at UTC-12
-        #expect(try west.send(.initial).screenData["date"] == "2025-12-31")
+        #expect(try west.send(.initial).shown["date"] == "2025-12-31")
         let answer = try west.submit(submit(["date": "2026-01-01"]))
-        #expect(answer.screenData["error_message"]?.stringValue?.contains("future") == true)
+        #expect(answer.shown["error_message"]?.stringValue?.contains("future") == true)
         try west.submit(submit(["date": nil]), token: "t2")
         #expect(try ExpenseStore.list(database: west.database).map(\.expenseDate) == ["2025-12-31"])
     }
@@ -362,15 +357,15 @@ struct ExpenseFlowTests {
             "EXPENSE_MAX_AMOUNT": "500",
         ])
         let form = try harness.send(.initial)
-        #expect(form.screenData["categories"] == [
+        #expect(form.shown["categories"] == [
             ["id": "fuel", "title": "Fuel"], ["id": "parking", "title": "Parking"], ["id": "tolls", "title": "tolls"],
         ])
-        #expect(form.screenData["currency"] == "CHF")
-        #expect(form.screenData["amount_label"] == "Amount (CHF)")
+        #expect(form.shown["currency"] == "CHF")
+        #expect(form.shown["amount_label"] == "Amount (CHF)")
         let food = try harness.submit(["amount": "5", "category": "food", "currency": "CHF"])
-        #expect(food.screenData["error_message"]?.stringValue?.contains("listed categories") == true)
+        #expect(food.shown["error_message"]?.stringValue?.contains("listed categories") == true)
         let big = try harness.submit(["amount": "500.01", "category": "fuel", "currency": "CHF"])
-        #expect(big.screenData["error_message"]?.stringValue?.contains("at most 500.00") == true)
+        #expect(big.shown["error_message"]?.stringValue?.contains("at most 500.00") == true)
         let done = try harness.submit(["amount": "500", "category": "parking", "currency": "CHF"])
         #expect(done.successParams?["currency"] == "CHF")
         #expect(done.successParams?["amount"] == "500.00")

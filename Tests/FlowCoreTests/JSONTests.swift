@@ -30,4 +30,33 @@ struct JSONTests {
     @Test func escapesControlCharacters() {
         #expect(JSONValue.string("a\u{01}\"\\").text == #""a\u0001\"\\""#)
     }
+
+    /// The envelope's fast path (plain ASCII strings) and the full parser agree on every body: same envelope or
+    /// both nil.
+    @Test(arguments: [
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":"Qw=="}"#,
+        " {\n \"initial_vector\" : \"Qw==\" ,\t\"encrypted_aes_key\":\"Qg==\",\"encrypted_flow_data\":\"QQ==\"}\r\n",
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":"Qw==","extra":"x"}"#,
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":"Qw==","extra":"é"}"#,
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":"Qw==","extra":1}"#,
+        #"{"encrypted_flow_data":"Q\/==","encrypted_aes_key":"Qg==","initial_vector":"Qw=="}"#,
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":"Qw==","initial_vector":"Qw=="}"#,
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":"Qw==","x":"1","x":"1"}"#,
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":1}"#,
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg=="}"#,
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":"Qw=="} x"#,
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":"Qw==",}"#,
+        #"{"encrypted_flow_data":"QQ==","encrypted_aes_key":"Qg==","initial_vector":"Qw=""#,
+        "{\"encrypted_flow_data\":\"QQ==\",\"encrypted_aes_key\":\"Qg==\",\"initial_vector\":\"Q\u{7F}w==\"}",
+        "{}", "[]", "", "{", "{\"a\"",
+    ])
+    func envelopeFastPathAgreesWithTheParser(body: String) {
+        let reference: Envelope? = (try? JSONParser.parse(body)).flatMap { value in
+            guard let data = value["encrypted_flow_data"]?.stringValue,
+                  let key = value["encrypted_aes_key"]?.stringValue,
+                  let iv = value["initial_vector"]?.stringValue else { return nil }
+            return Envelope(encryptedFlowData: data, encryptedAESKey: key, initialVector: iv)
+        }
+        #expect(Envelope.parse(Array(body.utf8)) == reference)
+    }
 }

@@ -85,8 +85,7 @@ extension FlowAnswer {
     }
 
     fileprivate var screenName: String? {
-        if case .screen(let name, _) = self { return name }
-        return nil
+        screenID
     }
 }
 

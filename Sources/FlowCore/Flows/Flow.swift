@@ -35,13 +35,63 @@ public struct FlowRequest: Sendable {
 public enum FlowAnswer: Sendable, Equatable {
     /// Show `screen` with `data` (the data must match what the screen declares in the Flow JSON).
     case screen(String, data: [String: JSONValue])
+    /// Show a screen serialized once (an answer that is the same for every request, such as a first screen).
+    case prepared(PreparedScreen)
     /// The flow token is no longer valid (completed or expired): HTTP 427 with an encrypted `error_msg`.
     case tokenNoLongerValid(message: String)
+
+    /// The same answer with a prepared screen written as `.screen`.
+    public var unprepared: FlowAnswer {
+        if case .prepared(let screen) = self { return .screen(screen.id, data: screen.data) }
+        return self
+    }
+
+    /// The screen shown; nil for a 427.
+    public var screenID: String? {
+        if case .screen(let id, _) = unprepared { return id }
+        return nil
+    }
+
+    /// The data of the screen shown; nil for a 427.
+    public var screenData: [String: JSONValue]? {
+        if case .screen(_, let data) = unprepared { return data }
+        return nil
+    }
+
+    /// Equal when they show the same screen with the same data (prepared or not), or give the same 427 message.
+    public static func == (a: FlowAnswer, b: FlowAnswer) -> Bool {
+        switch (a.unprepared, b.unprepared) {
+        case (.screen(let id1, let data1), .screen(let id2, let data2)): return id1 == id2 && data1 == data2
+        case (.tokenNoLongerValid(let m1), .tokenNoLongerValid(let m2)): return m1 == m2
+        default: return false
+        }
+    }
 
     /// The reserved completion screen, carrying `params` back to the business in the `nfm_reply` webhook.
     public static func success(params: [String: JSONValue]) -> FlowAnswer {
         .screen("SUCCESS", data: ["extension_message_response": .object(["params": .object(params)])])
     }
+}
+
+/// A screen and its data with the answer's clear text (`{"data":...,"screen":...}`) serialized once: for an answer
+/// that is the same for every request, the endpoint then only encrypts.
+public struct PreparedScreen: Sendable, Equatable {
+    /// The screen id.
+    public let id: String
+    /// The screen's data.
+    public let data: [String: JSONValue]
+    /// The answer's clear text.
+    public let clearText: [UInt8]
+
+    /// Serializes the answer showing `id` with `data`.
+    public init(_ id: String, data: [String: JSONValue]) {
+        self.id = id
+        self.data = data
+        clearText = JSONValue.object(["screen": .string(id), "data": .object(data)]).serialized
+    }
+
+    /// Equal when id and data are.
+    public static func == (a: PreparedScreen, b: PreparedScreen) -> Bool { a.id == b.id && a.data == b.data }
 }
 
 /// What a flow may use while answering: the calling thread's database connection and the clock.

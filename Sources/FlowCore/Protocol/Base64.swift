@@ -43,27 +43,46 @@ public enum Base64 {
 
     private static func encodeBytes(_ bytes: some Collection<UInt8>, alphabet: [UInt8], pad: Bool) -> [UInt8] {
         let input = Array(bytes)
-        var out: [UInt8] = []
-        out.reserveCapacity((input.count + 2) / 3 * 4)
-        var i = 0
-        while i + 3 <= input.count {
-            let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
-            out.append(alphabet[Int(n >> 18 & 63)])
-            out.append(alphabet[Int(n >> 12 & 63)])
-            out.append(alphabet[Int(n >> 6 & 63)])
-            out.append(alphabet[Int(n & 63)])
-            i += 3
+        let full = input.count / 3
+        let rest = input.count - full * 3
+        let count = full * 4 + (rest == 0 ? 0 : (pad ? 4 : rest + 1))
+        // Written through raw buffers: this runs on every answer (the sealed body) and every request's signature.
+        return input.withUnsafeBufferPointer { input in
+            alphabet.withUnsafeBufferPointer { alphabet in
+                [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
+                    var o = 0
+                    var i = 0
+                    for _ in 0..<full {
+                        let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
+                        out[o] = alphabet[Int(n >> 18 & 63)]
+                        out[o + 1] = alphabet[Int(n >> 12 & 63)]
+                        out[o + 2] = alphabet[Int(n >> 6 & 63)]
+                        out[o + 3] = alphabet[Int(n & 63)]
+                        i += 3
+                        o += 4
+                    }
+                    if rest > 0 {
+                        var n = UInt32(input[i]) << 16
+                        if rest == 2 { n |= UInt32(input[i + 1]) << 8 }
+                        out[o] = alphabet[Int(n >> 18 & 63)]
+                        out[o + 1] = alphabet[Int(n >> 12 & 63)]
+                        o += 2
+                        if rest == 2 {
+                            out[o] = alphabet[Int(n >> 6 & 63)]
+                            o += 1
+                        } else if pad {
+                            out[o] = UInt8(ascii: "=")
+                            o += 1
+                        }
+                        if pad {
+                            out[o] = UInt8(ascii: "=")
+                            o += 1
+                        }
+                    }
+                    initialized = o
+                }
+            }
         }
-        let rest = input.count - i
-        if rest > 0 {
-            var n = UInt32(input[i]) << 16
-            if rest == 2 { n |= UInt32(input[i + 1]) << 8 }
-            out.append(alphabet[Int(n >> 18 & 63)])
-            out.append(alphabet[Int(n >> 12 & 63)])
-            if rest == 2 { out.append(alphabet[Int(n >> 6 & 63)]) } else if pad { out.append(UInt8(ascii: "=")) }
-            if pad { out.append(UInt8(ascii: "=")) }
-        }
-        return out
     }
 
     private static func decodeBytes(_ input: UnsafeBufferPointer<UInt8>, table: [UInt8], requirePadding: Bool)
@@ -83,22 +102,44 @@ public enum Base64 {
         let rest = end % 4
         if rest == 1 { return nil }
         if padding > 0, (end + padding) % 4 != 0 { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(end / 4 * 3 + 2)
-        var acc: UInt32 = 0
-        var bits = 0
-        for i in 0..<end {
-            let v = table[Int(input[i])]
-            if v == 0xFF { return nil }
-            acc = acc << 6 | UInt32(v)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
+        let full = end / 4
+        let count = full * 3 + (rest == 0 ? 0 : rest - 1)
+        return table.withUnsafeBufferPointer { table -> [UInt8]? in
+            var valid = true
+            // Four characters at a time; a character outside the alphabet sets a high bit in `bad`.
+            let out = [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
+                var i = 0
+                var o = 0
+                var bad: UInt32 = 0
+                for _ in 0..<full {
+                    let a = UInt32(table[Int(input[i])]), b = UInt32(table[Int(input[i + 1])])
+                    let c = UInt32(table[Int(input[i + 2])]), d = UInt32(table[Int(input[i + 3])])
+                    bad |= a | b | c | d
+                    let n = a << 18 | b << 12 | c << 6 | d
+                    out[o] = UInt8(truncatingIfNeeded: n >> 16)
+                    out[o + 1] = UInt8(truncatingIfNeeded: n >> 8)
+                    out[o + 2] = UInt8(truncatingIfNeeded: n)
+                    i += 4
+                    o += 3
+                }
+                if rest > 0 {
+                    let a = UInt32(table[Int(input[i])]), b = UInt32(table[Int(input[i + 1])])
+                    let c = rest == 3 ? UInt32(table[Int(input[i + 2])]) : 0
+                    bad |= a | b | c
+                    let n = a << 18 | b << 12 | c << 6
+                    out[o] = UInt8(truncatingIfNeeded: n >> 16)
+                    o += 1
+                    if rest == 3 {
+                        out[o] = UInt8(truncatingIfNeeded: n >> 8)
+                        o += 1
+                    }
+                    // Leftover bits must be zero (canonical encoding).
+                    if n & (rest == 3 ? 0xFF : 0xFFFF) != 0 { bad |= 0x80 }
+                }
+                if bad & 0x80 != 0 { valid = false }
+                initialized = o
             }
+            return valid ? out : nil
         }
-        // Leftover bits must be zero (canonical encoding).
-        if bits > 0, acc & ((1 << UInt32(bits)) - 1) != 0 { return nil }
-        return out
     }
 }

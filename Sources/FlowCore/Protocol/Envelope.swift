@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The encrypted request body: three base64 strings in a JSON object (unknown members ignored).
 public struct Envelope: Sendable, Equatable {
     /// `encrypted_flow_data`: AES-GCM ciphertext with the 16-byte tag appended.
@@ -16,12 +22,87 @@ public struct Envelope: Sendable, Equatable {
 
     /// Parses the raw body; `nil` when it is not a JSON object with the three string members.
     public static func parse(_ body: [UInt8]) -> Envelope? {
+        if let envelope = body.withUnsafeBufferPointer({ parsePlain($0) }) { return envelope }
         guard let value = try? JSONParser.parse(body),
             let data = value["encrypted_flow_data"]?.stringValue,
             let key = value["encrypted_aes_key"]?.stringValue,
             let iv = value["initial_vector"]?.stringValue
         else { return nil }
         return Envelope(encryptedFlowData: data, encryptedAESKey: key, initialVector: iv)
+    }
+
+    /// The common case without building a JSON value: an object whose members are all strings of printable
+    /// ASCII without escapes (what WhatsApp sends), with distinct names. `nil` for anything else, which then takes
+    /// the full parser, so both paths accept and reject exactly the same bodies.
+    private static func parsePlain(_ body: UnsafeBufferPointer<UInt8>) -> Envelope? {
+        var i = 0
+        func skipWhitespace() {
+            while i < body.count, body[i] == 0x20 || body[i] == 0x09 || body[i] == 0x0A || body[i] == 0x0D { i += 1 }
+        }
+        /// A plain string at `i` (opening quote), as the range between the quotes.
+        func plainString() -> Range<Int>? {
+            guard i < body.count, body[i] == UInt8(ascii: "\"") else { return nil }
+            let start = i + 1
+            var j = start
+            while j < body.count {
+                let b = body[j]
+                if b == UInt8(ascii: "\"") {
+                    i = j + 1
+                    return start..<j
+                }
+                if b < 0x20 || b > 0x7E || b == UInt8(ascii: "\\") { return nil }
+                j += 1
+            }
+            return nil
+        }
+        func equals(_ range: Range<Int>, _ name: StaticString) -> Bool {
+            range.count == name.utf8CodeUnitCount
+                && memcmp(body.baseAddress! + range.lowerBound, name.utf8Start, range.count) == 0
+        }
+        skipWhitespace()
+        guard i < body.count, body[i] == UInt8(ascii: "{") else { return nil }
+        i += 1
+        var names: [Range<Int>] = []
+        var data: Range<Int>?, key: Range<Int>?, iv: Range<Int>?
+        skipWhitespace()
+        if i < body.count, body[i] == UInt8(ascii: "}") { return nil }
+        while true {
+            skipWhitespace()
+            guard let name = plainString() else { return nil }
+            skipWhitespace()
+            guard i < body.count, body[i] == UInt8(ascii: ":") else { return nil }
+            i += 1
+            skipWhitespace()
+            guard let value = plainString() else { return nil }
+            for earlier in names where earlier.count == name.count
+                && memcmp(body.baseAddress! + earlier.lowerBound, body.baseAddress! + name.lowerBound, name.count) == 0
+            {
+                return nil  // a duplicate name: the full parser rejects it
+            }
+            names.append(name)
+            if equals(name, "encrypted_flow_data") {
+                data = value
+            } else if equals(name, "encrypted_aes_key") {
+                key = value
+            } else if equals(name, "initial_vector") {
+                iv = value
+            }
+            skipWhitespace()
+            guard i < body.count else { return nil }
+            if body[i] == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
+            guard body[i] == UInt8(ascii: "}") else { return nil }
+            i += 1
+            break
+        }
+        skipWhitespace()
+        guard i == body.count, let data, let key, let iv else { return nil }
+        func text(_ range: Range<Int>) -> String {
+            String(decoding: UnsafeBufferPointer(rebasing: body[range]), as: UTF8.self)
+        }
+        return Envelope(encryptedFlowData: text(data), encryptedAESKey: text(key), initialVector: text(iv))
     }
 
     /// The envelope as a JSON body.

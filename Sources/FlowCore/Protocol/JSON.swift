@@ -215,19 +215,23 @@ public struct JSONParser {
     private mutating func parseString() throws(JSONError) -> String {
         index += 1  // opening quote
         let start = index
-        // Most strings have no escape: validate and copy the bytes between the quotes once.
+        // Most strings have no escape: validate and copy the bytes between the quotes once (ASCII needs no
+        // validation, and is most of what arrives).
+        var high: UInt8 = 0
         while index < bytes.count {
             let b = bytes[index]
             if b == UInt8(ascii: "\"") {
                 let end = index
                 index += 1
-                let text = bytes.withUnsafeBufferPointer {
-                    String(validating: UnsafeBufferPointer(rebasing: $0[start..<end]), as: UTF8.self)
+                let text = bytes.withUnsafeBufferPointer { all -> String? in
+                    let slice = UnsafeBufferPointer(rebasing: all[start..<end])
+                    return high < 0x80 ? String(decoding: slice, as: UTF8.self) : String(validating: slice, as: UTF8.self)
                 }
                 guard let text else { throw error("invalid UTF-8 in string") }
                 return text
             }
             if b == UInt8(ascii: "\\") || b < 0x20 { break }
+            high |= b
             index += 1
         }
         index = start

@@ -53,8 +53,9 @@ public struct AppointmentFlow: Flow {
     public let catalog: AppointmentCatalog
     /// How long a flow token may be used after its session was created (its first saved step), in seconds.
     public let sessionLifetimeSeconds: Int64
-    /// APPOINTMENT's data with nothing chosen (INIT's answer): it depends on the catalog alone, so it is built once.
-    let firstScreen: [String: JSONValue]
+    /// APPOINTMENT with nothing chosen (INIT's answer): it depends on the catalog alone, so it is built and
+    /// serialized once.
+    let firstScreen: PreparedScreen
 
     /// The flow configured by `APPOINTMENT_CATALOG` and `APPOINTMENT_SESSION_HOURS`.
     /// - Throws: `ConfigError` naming the setting, the file and the field.
@@ -74,7 +75,8 @@ public struct AppointmentFlow: Flow {
         BusinessTimeZone.use(catalog.timeZone)
         self.catalog = catalog
         sessionLifetimeSeconds = Int64(sessionHours) * 3600
-        firstScreen = AppointmentExchange.catalogLists(catalog, AppointmentChoices())
+        firstScreen = PreparedScreen(Screen.appointment,
+                                     data: AppointmentExchange.catalogLists(catalog, AppointmentChoices()))
     }
 
     /// The flow's tables.
@@ -282,7 +284,7 @@ private struct AppointmentExchange {
 
     /// APPOINTMENT's data for valid `choices`: every list narrowed to them, the flags, and `error`.
     func appointmentScreen(_ choices: AppointmentChoices, error: String?) throws(DatabaseError) -> FlowAnswer {
-        if choices == AppointmentChoices(), error == nil { return .screen(Screen.appointment, data: flow.firstScreen) }
+        if choices == AppointmentChoices(), error == nil { return .prepared(flow.firstScreen) }
         var data = AppointmentExchange.catalogLists(catalog, choices)
         if let department = choices.department, let locationID = choices.location,
             let location = catalog.location(locationID)
