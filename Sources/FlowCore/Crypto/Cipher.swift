@@ -177,11 +177,17 @@ public enum AESGCM {
 
 /// SHA-256 and HMAC-SHA256.
 public enum Digest {
+    /// SHA-256 fetched once: `EVP_sha256()` makes every digest fetch the implementation again.
+    private final class Fetched: @unchecked Sendable {
+        let sha256 = EVP_MD_fetch(nil, "SHA256", nil) ?? EVP_sha256()
+    }
+    private static let fetched = Fetched()
+
     /// SHA-256 of `bytes`.
     public static func sha256(_ bytes: UnsafeBufferPointer<UInt8>) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
-        _ = EVP_Digest(bytes.baseAddress, bytes.count, &out, &length, EVP_sha256(), nil)
+        _ = EVP_Digest(bytes.baseAddress, bytes.count, &out, &length, fetched.sha256, nil)
         return out
     }
 

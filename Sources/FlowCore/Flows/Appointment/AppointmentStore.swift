@@ -135,26 +135,22 @@ public enum AppointmentStore {
     // MARK: - Sessions
 
     static func session(_ database: Database, token: String) throws(DatabaseError) -> AppointmentSession? {
+        // The session, else a purged session's tombstone (a session with no choices, completed or expired, so it
+        // answers 427): one statement, as INIT asks this for every new token.
         let rows = try database.query("""
-            SELECT created_at, department, location, date, time, completed, booking_id, submission
+            SELECT 0, created_at, department, location, date, time, completed, booking_id, submission
             FROM appointment_sessions WHERE flow_token = ?1
-            """, [.text(token)])
-        guard let row = rows.first else { return try tombstone(database, token: token) }
-        return AppointmentSession(
-            createdAt: row[0].int ?? 0,
-            choices: AppointmentChoices(department: row[1].string, location: row[2].string, date: row[3].string,
-                                        time: row[4].string),
-            completed: row[5].int == 1, bookingID: row[6].int, submission: row[7].string)
-    }
-
-    /// A purged session's tombstone as a session with no choices: completed or expired, so it answers 427.
-    private static func tombstone(_ database: Database, token: String) throws(DatabaseError) -> AppointmentSession? {
-        let rows = try database.query("""
-            SELECT created_at, completed FROM appointment_session_tombstones WHERE token_sha256 = ?1
-            """, [.text(Retention.tokenDigest(token))])
+            UNION ALL
+            SELECT 1, created_at, NULL, NULL, NULL, NULL, completed, NULL, NULL
+            FROM appointment_session_tombstones WHERE token_sha256 = ?2
+            ORDER BY 1 LIMIT 1
+            """, [.text(token), .text(Retention.tokenDigest(token))])
         guard let row = rows.first else { return nil }
-        return AppointmentSession(createdAt: row[0].int ?? 0, choices: AppointmentChoices(),
-                                  completed: row[1].int == 1, bookingID: nil, submission: nil)
+        return AppointmentSession(
+            createdAt: row[1].int ?? 0,
+            choices: AppointmentChoices(department: row[2].string, location: row[3].string, date: row[4].string,
+                                        time: row[5].string),
+            completed: row[6].int == 1, bookingID: row[7].int, submission: row[8].string)
     }
 
     static func createSession(_ database: Database, token: String, now: Int64)
