@@ -159,7 +159,7 @@ private func flushMetrics(_ metrics: Metrics, endpoint: Endpoint, retire: Bool) 
     guard let path = endpoint.configuration.databasePath else { return }
     do throws(DatabaseError) {
         let wait = min(endpoint.configuration.busyTimeoutMilliseconds, 500)
-        let database = try Database(path: path, busyTimeoutMilliseconds: wait)
+        let database = try Database(path: path, busyTimeoutMilliseconds: wait, brief: true)
         defer { database.close() }
         try metrics.flush(into: database, now: endpoint.clock(), retire: retire)
     } catch {

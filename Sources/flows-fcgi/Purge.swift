@@ -107,7 +107,7 @@ enum Purge {
             while pauseUnlessStopping(seconds: wait) {
                 wait = everySeconds
                 do {
-                    let database = try Database(path: path, busyTimeoutMilliseconds: timeout)
+                    let database = try Database(path: path, busyTimeoutMilliseconds: timeout, brief: true)
                     defer { database.close() }
                     guard let report = try Retention.purgeIfDue(database: database, days: days,
                                                                 sessionLifetimeSeconds: lifetime,

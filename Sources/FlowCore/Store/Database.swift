@@ -101,7 +101,10 @@ public final class Database {
     ///   - busyTimeoutMilliseconds: how long a statement waits for another process's lock.
     ///   - migrations: schema changes, applied in order inside one `BEGIN IMMEDIATE` transaction, so several
     ///     processes opening a new file at once apply each exactly once.
-    public init(path: String, busyTimeoutMilliseconds: Int32 = 5000, migrations: [Migration] = []) throws(DatabaseError) {
+    ///   - brief: a connection for one short job (a metrics flush, a purge check): no lookaside allocator and a
+    ///     small page cache, so opening it now and then adds little to the process's resident memory.
+    public init(path: String, busyTimeoutMilliseconds: Int32 = 5000, migrations: [Migration] = [],
+                brief: Bool = false) throws(DatabaseError) {
         self.path = path
         self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
         var db: OpaquePointer?
@@ -122,6 +125,7 @@ public final class Database {
         }
         handle = db
         sqlite3_extended_result_codes(db, 1)
+        if brief { _ = cflows_sqlite_disable_lookaside(db) }
         // Busy timeout first: switching to WAL itself needs a lock another process may hold.
         sqlite3_busy_handler(db, { context, count in
             Unmanaged<Database>.fromOpaque(context!).takeUnretainedValue().waitForLock(attempt: count)
@@ -133,6 +137,7 @@ public final class Database {
                                     context: "opening \(path)")
             }
             try execute("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")
+            if brief { try execute("PRAGMA cache_size=8") }
             try migrate(migrations)
         } catch {
             close()
