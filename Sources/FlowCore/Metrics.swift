@@ -291,6 +291,7 @@ enum MetricsText {
     /// value), typed gauge: retention purges rows, so they can go down.
     static func render(_ totals: [String: Int], tables: [(String, String, Int64)]) -> String {
         var out = ""
+        let sortedKeys = totals.keys.sorted()  // once, not once per family
         for family in families {
             out += "# HELP \(family.name) \(family.help)\n# TYPE \(family.name) \(family.type)\n"
             if family.type == "histogram" {
@@ -307,7 +308,7 @@ enum MetricsText {
                     out += "flows_request_duration_seconds_count{\(labels)} \(totals[prefix + labels + "}"] ?? 0)\n"
                 }
             } else {
-                for key in totals.keys.sorted() where key == family.name || key.hasPrefix(family.name + "{") {
+                for key in sortedKeys where key == family.name || key.hasPrefix(family.name + "{") {
                     out += "\(key) \(totals[key]!)\n"
                 }
             }
