@@ -52,4 +52,26 @@ struct DatabaseFaultTests {
         }
         #expect(try database.query("SELECT count(*) FROM notes").first?.first?.int == 2)
     }
+
+    @Test func pagingThroughTheReadAPIAddsNoStatements() throws {
+        let harness = try WebhookHarness()
+        let before = harness.database.cachedStatementCount
+        _ = try harness.read("/api/messages", "limit=1&offset=0")
+        let one = harness.database.cachedStatementCount
+        for page in 1...300 {
+            _ = try harness.read("/api/messages", "limit=\(page % 100 + 1)&offset=\(page * 7)")
+        }
+        #expect(harness.database.cachedStatementCount == one, "one cached statement per distinct limit and offset")
+        #expect(one - before <= 2)
+    }
+
+    @Test func theStatementCacheIsBounded() throws {
+        let database = try open()
+        defer { database.close() }
+        for n in 0..<(Database.statementCacheLimit * 3) {
+            #expect(try database.query("SELECT \(n) + count(*) FROM notes").first?.first?.int == Int64(n + 1))
+        }
+        #expect(database.cachedStatementCount <= Database.statementCacheLimit)
+        #expect(try database.query("SELECT text FROM notes").first?.first?.string == "kept")
+    }
 }

@@ -269,9 +269,21 @@ public final class Database {
                             context: "writing \(path)")
     }
 
+    /// How many prepared statements this connection keeps (at most `statementCacheLimit`).
+    public var cachedStatementCount: Int { cache.count }
+
+    /// Statements are cached by their SQL text; the program has a few dozen. A text built from values (a bug) would
+    /// otherwise add one statement per distinct value for the life of the process: past this many, the cache starts
+    /// over (between statements: `query` leaves none running).
+    public static let statementCacheLimit = 200
+
     private func prepared(_ sql: String) throws(DatabaseError) -> OpaquePointer {
         if let statement = cache[sql] { return statement }
         guard let handle else { throw DatabaseError(code: SQLITE_MISUSE, message: "closed", context: path) }
+        if cache.count >= Database.statementCacheLimit {
+            for (_, statement) in cache { sqlite3_finalize(statement) }
+            cache.removeAll()
+        }
         var statement: OpaquePointer?
         let rc = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard rc == SQLITE_OK, let statement else { throw fail(rc, "preparing \(Database.summary(sql))") }

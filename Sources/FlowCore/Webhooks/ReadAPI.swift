@@ -142,10 +142,11 @@ extension Endpoint {
         let filter = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
         let total = try database.query("SELECT count(*) FROM webhook_messages" + filter, arguments)
             .first?.first?.int ?? 0
+        // Limit and offset bound, not written into the SQL: each distinct text is a statement cached per connection.
         let rows = try database.query("""
             SELECT id, sender, type, timestamp, text, flow_token, response_json FROM webhook_messages\(filter)
-            ORDER BY timestamp DESC, rowid DESC LIMIT \(limit) OFFSET \(offset)
-            """, arguments)
+            ORDER BY timestamp DESC, rowid DESC LIMIT ?\(arguments.count + 1) OFFSET ?\(arguments.count + 2)
+            """, arguments + [.integer(Int64(limit)), .integer(Int64(offset))])
         let data: [JSONValue] = rows.map { row in
             var item: [String: JSONValue] = [
                 "id": .string(row[0].string ?? ""), "from": .string(row[1].string ?? ""),
