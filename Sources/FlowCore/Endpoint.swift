@@ -28,6 +28,13 @@ public struct EndpointRequest: Sendable {
         self.bodyTooLarge = bodyTooLarge
     }
 
+    /// The CGI parameters the endpoint reads. A transport may pass only these: a web server sends thirty or so,
+    /// and turning each into strings is a measurable part of a request (`CGIMessage.readParam`).
+    public static let parameterNames: [StaticString] = [
+        "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "DOCUMENT_URI", "REQUEST_URI", "QUERY_STRING", "CONTENT_LENGTH",
+        "HTTP_X_HUB_SIGNATURE_256", "HTTP_X_REQUEST_ID", "HTTP_AUTHORIZATION",
+    ]
+
     /// Every value of parameter `name`.
     public func values(of name: String) -> [String] {
         params.compactMap { $0.0 == name ? $0.1 : nil }

@@ -12,7 +12,7 @@ func serveCGI(endpoint: Endpoint) -> Int32 {
     var params: [(String, String)] = []
     var entry = environ
     while let pointer = entry.pointee {
-        params.append(CGIMessage.splitParam(pointer))
+        if let param = CGIMessage.readParam(pointer) { params.append(param) }
         entry += 1
     }
     var collector = BodyCollector(cap: endpoint.configuration.transportBodyLimit)

@@ -221,14 +221,14 @@ private func workerLoop(fd: Int32, index: Int, endpoint: Endpoint, metrics: Metr
     return true
 }
 
-/// Copies the FastCGI params (they live only until the next accept).
+/// Copies the FastCGI params the endpoint reads (they live only until the next accept).
 private func copyParams(_ envp: FCGX_ParamArray?) -> [(String, String)] {
     var params: [(String, String)] = []
     guard let envp else { return params }
-    params.reserveCapacity(32)
+    params.reserveCapacity(EndpointRequest.parameterNames.count)
     var i = 0
     while let entry = envp[i] {
-        params.append(CGIMessage.splitParam(entry))
+        if let param = CGIMessage.readParam(entry) { params.append(param) }
         i += 1
     }
     return params

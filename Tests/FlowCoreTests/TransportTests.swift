@@ -16,6 +16,17 @@ struct TransportTests {
         #expect(split([0x41, 0x3D, 0xFF]) == ("A", "\u{FFFD}"))
     }
 
+    @Test func onlyTheParametersTheEndpointReadsAreCopied() {
+        func read(_ text: String) -> (String, String)? { text.withCString { CGIMessage.readParam($0) } }
+        #expect(read("REQUEST_METHOD=POST")! == ("REQUEST_METHOD", "POST"))
+        #expect(read("HTTP_X_HUB_SIGNATURE_256=sha256=ab")! == ("HTTP_X_HUB_SIGNATURE_256", "sha256=ab"))
+        #expect(read("QUERY_STRING=")! == ("QUERY_STRING", ""))
+        #expect(read("HTTP_USER_AGENT=curl") == nil)
+        #expect(read("REQUEST_METHODX=POST") == nil)
+        #expect(read("SCRIPT_NAM=/x") == nil)
+        #expect(read("PATH_INFO")! == ("PATH_INFO", ""))
+    }
+
     @Test func bodyUnderTheCapIsKeptExactly() {
         var collector = BodyCollector(cap: 6)
         for chunk in [[1, 2, 3], [4, 5, 6]] as [[UInt8]] { chunk.withUnsafeBytes { collector.append($0) } }

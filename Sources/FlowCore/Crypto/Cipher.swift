@@ -279,7 +279,11 @@ public enum Hex {
 
     /// Hex (either case) to bytes; `nil` when not an even number of hex digits.
     public static func decode(_ text: some StringProtocol) -> [UInt8]? {
-        let chars = Array(text.utf8)
+        Array(text.utf8).withUnsafeBufferPointer { decode($0) }
+    }
+
+    /// Hex digits (either case) to bytes; `nil` when not an even number of hex digits.
+    public static func decode(_ chars: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         guard chars.count % 2 == 0 else { return nil }
         var out: [UInt8] = []
         out.reserveCapacity(chars.count / 2)

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// `X-Hub-Signature-256` verification: `sha256=` + hex HMAC-SHA256 of the exact raw body, compared in constant
 /// time against every configured app secret (current and previous).
 public enum Signature {
@@ -46,11 +52,15 @@ public enum Signature {
     public static func verify(values: [String], body: [UInt8], keys: [HMACSHA256]) throws(Failure) {
         guard !values.isEmpty else { throw .missing }
         guard values.count == 1 else { throw .duplicated }
-        let value = values[0]
+        var value = values[0]
         guard !value.isEmpty else { throw .missing }
-        guard value.hasPrefix("sha256="), value.utf8.count == 7 + 64,
-            let given = Hex.decode(value.dropFirst(7))
-        else { throw .malformed }
+        // On the bytes: `sha256=` and 64 hex digits.
+        let prefix: StaticString = "sha256="
+        let decoded = value.withUTF8 { bytes -> [UInt8]? in
+            guard bytes.count == 7 + 64, memcmp(bytes.baseAddress!, prefix.utf8Start, 7) == 0 else { return nil }
+            return Hex.decode(UnsafeBufferPointer(rebasing: bytes[7...]))
+        }
+        guard let given = decoded else { throw .malformed }
         var matched = false
         for key in keys {
             // Every secret is checked, so timing does not tell which one matched.

@@ -17,6 +17,20 @@ public enum CGIMessage {
         }
     }
 
+    /// `splitParam` for a parameter the endpoint reads (`EndpointRequest.parameterNames`); `nil` for any other,
+    /// without building strings for it.
+    public static func readParam(_ entry: UnsafePointer<CChar>) -> (String, String)? {
+        let length = strlen(entry)
+        return entry.withMemoryRebound(to: UInt8.self, capacity: length) { start in
+            let bytes = UnsafeBufferPointer(start: start, count: length)
+            let nameLength = bytes.firstIndex(of: UInt8(ascii: "=")) ?? length
+            for name in EndpointRequest.parameterNames where name.utf8CodeUnitCount == nameLength {
+                if memcmp(start, name.utf8Start, nameLength) == 0 { return splitParam(bytes) }
+            }
+            return nil
+        }
+    }
+
     /// Splits `NAME=value` bytes at the first `=`.
     public static func splitParam(_ bytes: UnsafeBufferPointer<UInt8>) -> (String, String) {
         guard let eq = bytes.firstIndex(of: UInt8(ascii: "=")) else {
