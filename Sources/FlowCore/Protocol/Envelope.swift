@@ -42,15 +42,18 @@ public struct Envelope: Sendable, Equatable {
         /// A plain string at `i` (opening quote), as the range between the quotes.
         func plainString() -> Range<Int>? {
             guard i < body.count, body[i] == UInt8(ascii: "\"") else { return nil }
+            let base = body.baseAddress!
             let start = i + 1
+            let end = body.count
             var j = start
-            while j < body.count {
-                let b = body[j]
+            while j < end {
+                let b = base[j]
                 if b == UInt8(ascii: "\"") {
                     i = j + 1
                     return start..<j
                 }
-                if b < 0x20 || b > 0x7E || b == UInt8(ascii: "\\") { return nil }
+                // Printable ASCII only (0x20...0x7E), and no escape.
+                if b &- 0x20 > 0x5E || b == UInt8(ascii: "\\") { return nil }
                 j += 1
             }
             return nil
