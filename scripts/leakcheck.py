@@ -66,7 +66,7 @@ def self_test(binary: str, work: str, env: dict) -> None:
     library = os.path.join(work, "leaky.so")
     with open(source, "w") as f:
         f.write(LEAKY_C)
-    subprocess.run(["cc", "-shared", "-fPIC", "-O0", "-o", library, source], check=True)
+    subprocess.run(["clang", "-shared", "-fPIC", "-O0", "-o", library, source], check=True)
     subprocess.run([binary, "--version"], env=dict(env, LD_PRELOAD=library, ASAN_OPTIONS=env["ASAN_OPTIONS"].replace(
         f"log_path={work}/asan", f"log_path={work}/selftest")), capture_output=True, timeout=60)
     leaked, allocations, _ = sanitizer_reports(f"{work}/selftest*")

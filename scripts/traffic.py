@@ -255,9 +255,10 @@ class Traffic:
         self.request(send, budget, {200} if right else {403}, "GET", "/webhook", query=query)
 
     def read_api(self, send: Send, budget: Budget, rng: random.Random) -> None:
+        page = f"limit={rng.randint(1, 100)}&offset={rng.randrange(5000)}"  # a client paging through
         resource, query = rng.choice([("messages", "limit=20"), ("messages", "q=hello&limit=5"), ("stats", ""),
-                                      ("bookings", "limit=50"), ("expenses", ""), ("metrics", ""),
-                                      ("messages", "since=2020-01-01T00:00:00Z")])
+                                      ("bookings", "limit=50"), ("expenses", page), ("metrics", ""),
+                                      ("messages", "since=2020-01-01T00:00:00Z"), ("messages", page)])
         if rng.random() < 0.1:
             self.api(send, budget, resource, query, token="not-the-api-token", expect=frozenset({401}))
         else:
