@@ -1,7 +1,7 @@
 import FlowCore
 import FuzzSupport
 
-/// FastCGI params and body handling: fuzzed `NAME=value` params and body chunks through `CGIMessage.splitParam`,
+/// FastCGI params and body handling: fuzzed `NAME=value` params and body chunks through `CGIMessage.readParam`,
 /// `BodyCollector`, `Endpoint.handle` (every route: flows, webhook, read API, metrics, health) and
 /// `CGIMessage.encode`, exactly as the FastCGI and CGI adapters chain them.
 ///
@@ -10,10 +10,10 @@ import FuzzSupport
 /// Flags: 1 signs the body with the app secret (replacing any `HTTP_X_HUB_SIGNATURE_256` param), 2 adds
 /// `HTTP_AUTHORIZATION: Bearer <API_TOKEN>`, 4 logs JSON lines instead of text, 8 adds a correct `CONTENT_LENGTH`.
 ///
-/// Invariants: both forms of `splitParam` agree; the answer starts with `Status: <code> <reason>` for a code the
-/// endpoint documents (never 500 or 503: the database is always available); every header line is one
-/// `Name: value` line; `Content-Length` equals the body that follows (none for HEAD); every log line is one
-/// well-formed line.
+/// Invariants: `readParam` keeps exactly the names the endpoint reads, split as both `splitParam` forms split them
+/// (which agree); the answer starts with `Status: <code> <reason>` for a code the endpoint documents (never 500 or
+/// 503: the database is always available); every header line is one `Name: value` line; `Content-Length` equals
+/// the body that follows (none for HEAD); every log line is one well-formed line.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzCGI(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let bytes = fuzzBytes(start, count)
@@ -28,7 +28,7 @@ public func fuzzCGI(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
             index += 1
             break
         }
-        params.append(split(Array(bytes[index..<end])))
+        if let param = read(Array(bytes[index..<end])) { params.append(param) }
         index = end + 1
     }
     let body = Array(bytes[min(index, bytes.count)...])
@@ -60,14 +60,23 @@ public func fuzzCGI(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     return 0
 }
 
-/// Splits one param as the transports do (from a C string), checking the buffer form agrees.
-private func split(_ entry: [UInt8]) -> (String, String) {
+/// Reads one param as the transports do: `readParam` on a C string, which keeps only the names the endpoint reads
+/// (`EndpointRequest.parameterNames`). Checked against both `splitParam` forms on the same bytes.
+private func read(_ entry: [UInt8]) -> (String, String)? {
     let fromBuffer = entry.withUnsafeBufferPointer { CGIMessage.splitParam($0) }
-    let fromCString = (entry + [0]).withUnsafeBufferPointer { buffer in
-        buffer.withMemoryRebound(to: CChar.self) { CGIMessage.splitParam($0.baseAddress!) }
+    let (fromCString, kept) = (entry + [0]).withUnsafeBufferPointer { buffer in
+        buffer.withMemoryRebound(to: CChar.self) {
+            (CGIMessage.splitParam($0.baseAddress!), CGIMessage.readParam($0.baseAddress!))
+        }
     }
     require(fromBuffer == fromCString, "the two splitParam forms disagree")
-    return fromCString
+    let name = entry.prefix { $0 != UInt8(ascii: "=") }
+    let wanted = EndpointRequest.parameterNames.contains { known in
+        known.withUTF8Buffer { $0.elementsEqual(name) }
+    }
+    require(wanted == (kept != nil), "readParam kept or dropped the wrong parameter")
+    require(kept.map { $0 == fromBuffer } ?? true, "readParam splits differently from splitParam")
+    return kept
 }
 
 /// The statuses the endpoint documents (500 and 503 are left out: with an available database they are bugs).
