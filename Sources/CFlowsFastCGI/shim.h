@@ -8,4 +8,10 @@
 static inline int cflows_set_malloc_arena_max(int arenas) {
     return mallopt(M_ARENA_MAX, arenas);
 }
+
+/* A fixed mmap threshold (setting it turns off glibc's dynamic one, which rises to the size of the largest block
+ * freed, up to 32 MiB, after which big blocks come from the heap and keep it large); returns 1 on success. */
+static inline int cflows_set_malloc_mmap_threshold(int bytes) {
+    return mallopt(M_MMAP_THRESHOLD, bytes);
+}
 #endif

@@ -122,9 +122,11 @@ func run() -> Int32 {
     // automatic purge thread (RETENTION_DAYS).
     let serve = { () -> Int32 in
         // One malloc arena per process instead of one per thread (each new arena is memory that stays resident);
-        // threads keep their own small-allocation caches, so they rarely wait for each other. MALLOC_ARENA_MAX in
-        // the environment still decides.
+        // threads keep their own small-allocation caches, so they rarely wait for each other. Blocks of 128 KiB and
+        // more (a large read-API answer, a webhook batch) are mapped and unmapped on their own instead of growing
+        // the heap for good. MALLOC_ARENA_MAX and MALLOC_MMAP_THRESHOLD_ in the environment still decide.
         if getenv("MALLOC_ARENA_MAX") == nil { _ = cflows_set_malloc_arena_max(1) }
+        if getenv("MALLOC_MMAP_THRESHOLD_") == nil { _ = cflows_set_malloc_mmap_threshold(128 * 1024) }
         let delivery = CallbackDelivery.start(configuration: configuration, log: log)
         let purge = Purge.start(configuration: configuration, log: log)
         let status = serveFastCGI(fd: fd, threads: options.threads, endpoint: endpoint)
