@@ -43,11 +43,12 @@ http {{
     proxy_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp;
     scgi_temp_path {dir}/tmp;
+    {upstream}
     server {{
         listen 127.0.0.1:{port};
         location /flows-fcgi/ {{
             include /etc/nginx/fastcgi_params;
-            fastcgi_pass unix:{dir}/flows.sock;
+            fastcgi_pass {flows_pass};{keep_conn}
         }}
         location /floor/ {{
             include /etc/nginx/fastcgi_params;
@@ -187,6 +188,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="turns the programs take (against drift)")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--flow", default="appointment")
+    parser.add_argument("--keep-conn", type=int, default=0, metavar="K",
+                        help="flows-fcgi only: nginx keeps up to K idle FastCGI connections per worker "
+                             "(fastcgi_keep_conn on); safe only with K below the responder threads (--threads)")
+    parser.add_argument("--threads", type=int, default=1, help="flows-fcgi worker threads per process")
     parser.add_argument("--ci", action="store_true",
                         help="short smoke run for CI: fail only when it cannot run or sees a non-200 answer")
     args = parser.parse_args()
@@ -203,9 +208,15 @@ def main() -> None:
                    LOG_FILE=f"{work}/flows.log")
         port = free_port()
         with open(os.path.join(work, "nginx.conf"), "w") as f:
-            f.write(NGINX_CONF.format(dir=work, port=port))
+            keep = args.keep_conn > 0
+            f.write(NGINX_CONF.format(
+                dir=work, port=port,
+                upstream=(f"upstream flows {{ server unix:{work}/flows.sock; keepalive {args.keep_conn}; }}"
+                          if keep else ""),
+                flows_pass="flows" if keep else f"unix:{work}/flows.sock",
+                keep_conn="\n            fastcgi_keep_conn on;" if keep else ""))
         for name, command in (
-            ("flows", [args.binary]),
+            ("flows", [args.binary, "--threads", str(args.threads)]),
             ("floor", [args.floor, keys.private_pem, keys.passphrase_file]),
         ):
             pidfile = os.path.join(work, f"{name}.pid")
