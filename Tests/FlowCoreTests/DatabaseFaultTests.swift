@@ -74,4 +74,27 @@ struct DatabaseFaultTests {
         #expect(database.cachedStatementCount <= Database.statementCacheLimit)
         #expect(try database.query("SELECT text FROM notes").first?.first?.string == "kept")
     }
+
+    @Test func theBookingsReadAPIReadsOnlyItsPage() throws {
+        let harness = try WebhookHarness()
+        for n in 0..<120 {
+            try harness.database.execute("""
+                INSERT INTO appointment_bookings (created_at, flow_token, department, location, date, time, starts_at,
+                    utc_offset, name, email, phone, more_details, status)
+                VALUES (0, 'page-\(n)', 'beauty', '1', '2026-03-\(n % 18 + 10)', '10:00', 0, 0, 'N',
+                    'n@example.com', '1', '', '\(n % 10 == 0 ? "cancelled" : "booked")')
+                """)
+        }
+        let all = try AppointmentStore.list(database: harness.database)
+        #expect(all.count == 108)
+        #expect(try AppointmentStore.count(database: harness.database) == 108)
+        #expect(try AppointmentStore.count(database: harness.database, includeCancelled: true) == 120)
+        #expect(try AppointmentStore.list(database: harness.database, limit: 5, offset: 100).map(\.id)
+            == all.dropFirst(100).prefix(5).map(\.id))
+        let page = try harness.read("/api/bookings", "limit=50&offset=100")
+        #expect(page["total"] == 108)
+        #expect(page["data"]?.arrayValue?.compactMap { $0["flow_token"]?.stringValue }
+            == all.dropFirst(100).map(\.flowToken))
+        #expect(try harness.read("/api/bookings", "all=true&limit=100&offset=100")["data"]?.arrayValue?.count == 20)
+    }
 }

@@ -205,8 +205,10 @@ extension Endpoint {
         case "true", "1": all = true
         default: throw BadParameter("all must be true or false")
         }
-        let bookings = try AppointmentStore.list(database: database, from: from, through: to, includeCancelled: all)
-        let page = bookings.dropFirst(offset).prefix(limit)
+        // Only the page is read: the table grows with every booking, an answer does not.
+        let total = try AppointmentStore.count(database: database, from: from, through: to, includeCancelled: all)
+        let page = try AppointmentStore.list(database: database, from: from, through: to, includeCancelled: all,
+                                             limit: limit, offset: offset)
         var data: [JSONValue] = []
         for b in page {
             var item: [String: JSONValue] = [
@@ -220,7 +222,7 @@ extension Endpoint {
             if let cancelled = b.cancelledAt { item["cancelled_at"] = .string(ISOTime.format(cancelled)) }
             data.append(.object(item))
         }
-        return Endpoint.envelope(data, total: Int64(bookings.count), limit: limit, offset: offset)
+        return Endpoint.envelope(data, total: total, limit: limit, offset: offset)
     }
 
     /// Expenses newest first.

@@ -264,16 +264,29 @@ public enum AppointmentStore {
     }
 
     /// Bookings by start time, optionally only those on or after `from` and on or before `through` (`YYYY-MM-DD`),
-    /// cancelled ones only when `includeCancelled`.
+    /// cancelled ones only when `includeCancelled`; at most `limit` of them from `offset` on (all when `nil`).
     public static func list(database: Database, from: String? = nil, through: String? = nil,
-                            includeCancelled: Bool = false) throws(DatabaseError) -> [AppointmentBooking]
+                            includeCancelled: Bool = false, limit: Int? = nil, offset: Int = 0)
+        throws(DatabaseError) -> [AppointmentBooking]
     {
         let rows = try database.query("""
-            SELECT \(columns) FROM appointment_bookings
-            WHERE date >= ?1 AND date <= ?2 AND (?3 = 1 OR status = 'booked')
-            ORDER BY date, time, location, department, id
-            """, [.text(from ?? "0000-00-00"), .text(through ?? "9999-99-99"), .integer(includeCancelled ? 1 : 0)])
+            SELECT \(columns) FROM appointment_bookings \(listFilter)
+            ORDER BY date, time, location, department, id LIMIT ?4 OFFSET ?5
+            """, listArguments(from, through, includeCancelled) + [.integer(Int64(limit ?? -1)), .integer(Int64(offset))])
         return rows.map(booking)
+    }
+
+    /// How many bookings `list` would give without a limit.
+    public static func count(database: Database, from: String? = nil, through: String? = nil,
+                             includeCancelled: Bool = false) throws(DatabaseError) -> Int64 {
+        try database.query("SELECT count(*) FROM appointment_bookings \(listFilter)",
+                           listArguments(from, through, includeCancelled)).first?.first?.int ?? 0
+    }
+
+    private static let listFilter = "WHERE date >= ?1 AND date <= ?2 AND (?3 = 1 OR status = 'booked')"
+
+    private static func listArguments(_ from: String?, _ through: String?, _ includeCancelled: Bool) -> [SQLValue] {
+        [.text(from ?? "0000-00-00"), .text(through ?? "9999-99-99"), .integer(includeCancelled ? 1 : 0)]
     }
 
     /// Cancels booking `id`, freeing its seat; `now` is recorded as the cancellation time.
