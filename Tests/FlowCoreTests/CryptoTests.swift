@@ -88,6 +88,32 @@ struct KeyTests {
         #expect(error?.reason.contains("not an RSA key") == true)
     }
 
+    @Test(arguments: [("keys/ec.pem", nil, "an EC key"), ("keys/ec-enc.pem", "test-pass", "an EC key"),
+                      ("keys/ec-sec1.pem", nil, "an EC key"), ("keys/ed25519.pem", nil, "a PKCS#8 key of type ED25519")])
+    func namesTheTypeOfANonRSAKey(name: String, passphrase: String?, kind: String) throws {
+        let error = #expect(throws: KeyError.self) {
+            try PrivateKey.load(pem: try fixture(name), passphrase: passphrase, file: name)
+        }
+        #expect(error?.reason == "not an RSA key (\(kind); WhatsApp Flows needs RSA-2048 or larger)")
+    }
+
+    @Test func anEncryptedNonRSAKeyWithTheWrongPassphraseIsAWrongPassphrase() throws {
+        let error = #expect(throws: KeyError.self) {
+            try PrivateKey.load(pem: try fixture("keys/ec-enc.pem"), passphrase: "not-it", file: "ec-enc.pem")
+        }
+        #expect(error?.reason.hasPrefix("wrong passphrase") == true)
+    }
+
+    @Test(arguments: ["keys/pkcs1.pem", "keys/pkcs8.pem"])
+    func findsTheKeyAfterOtherPEMBlocks(name: String) throws {
+        // A file holding a public key (or a certificate) first, then the private key, loads as it did with
+        // PEM_read_bio_PrivateKey; an EC key before the RSA one is skipped too.
+        let combined = TestKeys.pkcs8.publicKeyPEM + (try fixtureText("keys/ec.pem")) + (try fixtureText(name))
+        let key = try PrivateKey.load(pem: Array(combined.utf8), passphrase: nil, file: "combined.pem")
+        let alone = try PrivateKey.load(pem: try fixture(name), passphrase: nil, file: name)
+        #expect(key.publicKeyFingerprint == alone.publicKeyFingerprint)
+    }
+
     @Test func refusesASmallKey() throws {
         let error = #expect(throws: KeyError.self) {
             try PrivateKey.load(pem: try fixture("keys/rsa1024.pem"), passphrase: nil, file: "rsa1024.pem")

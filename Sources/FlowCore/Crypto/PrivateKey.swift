@@ -60,19 +60,22 @@ public final class PrivateKey: @unchecked Sendable {
                 + "(set PASSPHRASE or PASSPHRASE_FILE)")
         }
         clearOpenSSLErrors()
-        let loaded: OpaquePointer? = try withMemoryBIO(pem) { bio throws(KeyError) in
-            var secret = Array((passphrase ?? "").utf8CString)
-            defer {
-                for i in secret.indices { secret[i] = 0 }
-            }
-            return secret.withUnsafeMutableBytes { raw in
-                PEM_read_bio_PrivateKey(bio, nil, passphraseCallback, raw.baseAddress)
+        var secret = Array((passphrase ?? "").utf8)
+        defer {
+            for i in secret.indices { secret[i] = 0 }
+        }
+        let loaded = pem.withUnsafeBufferPointer { text in
+            secret.withUnsafeBufferPointer { pass in
+                cflows_pem_read_rsa_private_key(text.baseAddress, text.count, pass.baseAddress, pass.count)
             }
         }
         guard let loaded else {
             let detail = drainOpenSSLErrors()
             if encrypted, detail.contains("bad decrypt") || detail.contains("maybe wrong password") {
                 throw KeyError(file: file, reason: "wrong passphrase (the key could not be decrypted)")
+            }
+            if let other = otherKeyType(pem: pem, text: text, secret: secret) {
+                throw KeyError(file: file, reason: "not an RSA key (\(other); WhatsApp Flows needs RSA-2048 or larger)")
             }
             if encrypted {
                 throw KeyError(file: file, reason: "wrong passphrase or damaged key (OpenSSL: \(detail))")
@@ -88,6 +91,25 @@ public final class PrivateKey: @unchecked Sendable {
             throw KeyError(file: file, reason: "RSA key of \(bits) bits is too small (WhatsApp Flows needs 2048 or more)")
         }
         return key
+    }
+
+    /// The kind of a private key in `pem` that is not RSA, after the RSA-only read failed: from the PEM label
+    /// (`BEGIN EC PRIVATE KEY`) or a PKCS#8 key's algorithm; `nil` when it is no readable key of another type.
+    private static func otherKeyType(pem: [UInt8], text: String, secret: [UInt8]) -> String? {
+        for (label, kind) in [("EC", "an EC key"), ("DSA", "a DSA key"), ("OPENSSH", "an OpenSSH-format key")]
+        where text.contains("-----BEGIN \(label) PRIVATE KEY-----") {
+            return kind
+        }
+        let nid = pem.withUnsafeBufferPointer { text in
+            secret.withUnsafeBufferPointer { pass in
+                pass.withMemoryRebound(to: CChar.self) { pass in
+                    cflows_pem_pkcs8_algorithm(text.baseAddress, text.count, pass.baseAddress, pass.count)
+                }
+            }
+        }
+        guard nid != NID_undef, nid != NID_rsaEncryption else { return nil }
+        if nid == NID_X9_62_id_ecPublicKey { return "an EC key" }
+        return OBJ_nid2sn(nid).map { "a PKCS#8 key of type \(String(cString: $0))" } ?? "a PKCS#8 key of another type"
     }
 
     /// Generates a new RSA key pair.
@@ -149,22 +171,4 @@ public final class PrivateKey: @unchecked Sendable {
         }
         return String(decoding: bytes ?? [], as: UTF8.self)
     }
-}
-
-/// Supplies the passphrase given as the callback's user pointer (a NUL-terminated string); never prompts.
-private let passphraseCallback: @convention(c) (
-    UnsafeMutablePointer<CChar>?, Int32, Int32, UnsafeMutableRawPointer?
-) -> Int32 = { buffer, size, _, user in
-    guard let buffer, let user else { return -1 }
-    let pass = user.assumingMemoryBound(to: CChar.self)
-    let length = strlenC(pass)
-    guard length > 0, length <= Int(size) else { return -1 }
-    buffer.update(from: pass, count: length)
-    return Int32(length)
-}
-
-private func strlenC(_ p: UnsafePointer<CChar>) -> Int {
-    var n = 0
-    while p[n] != 0 { n += 1 }
-    return n
 }
