@@ -131,6 +131,19 @@ struct KeyTests {
         #expect(error?.description.hasPrefix("private key half.pem:") == true)
     }
 
+    @Test(arguments: [("keys/pkcs8.pem", 400), ("keys/pkcs8.pem", 1000), ("keys/pkcs1.pem", 700),
+                      ("keys/pkcs1.pem", 1500)])
+    func refusesAKeyWhosePartsDoNotFit(name: String, position: Int) throws {
+        // One base64 character changed: OpenSSL still parses the file (the numbers are merely different ones).
+        var pem = try fixture(name)
+        #expect(pem[position] != UInt8(ascii: "\n"))
+        pem[position] = pem[position] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        let error = #expect(throws: KeyError.self) {
+            try PrivateKey.load(pem: pem, passphrase: nil, file: "damaged.pem")
+        }
+        #expect(error?.reason.hasPrefix("damaged RSA key: its parts do not fit together") == true)
+    }
+
     @Test func refusesSomethingThatIsNotPEM() throws {
         #expect(throws: KeyError(file: "x.der", reason: "not a PEM file (no '-----BEGIN' line)")) {
             try PrivateKey.load(pem: [0x30, 0x82, 0x01], passphrase: nil, file: "x.der")

@@ -44,7 +44,7 @@ public final class PrivateKey: @unchecked Sendable {
     ///   - passphrase: the passphrase for an encrypted key, if any.
     ///   - file: the file the text came from, for error messages (`nil` for an inline key).
     /// - Throws: `KeyError` naming the file and the reason: not PEM, encrypted without passphrase, wrong
-    ///   passphrase, damaged, not RSA, too small.
+    ///   passphrase, damaged (unreadable, or its numbers do not fit together), not RSA (naming its type), too small.
     public static func load(pem: [UInt8], passphrase: String?, file: String?) throws(KeyError) -> PrivateKey {
         let text = String(decoding: pem, as: UTF8.self)
         guard text.contains("-----BEGIN ") else {
@@ -89,6 +89,12 @@ public final class PrivateKey: @unchecked Sendable {
         let bits = EVP_PKEY_get_bits(loaded)
         guard bits >= 2048 else {
             throw KeyError(file: file, reason: "RSA key of \(bits) bits is too small (WhatsApp Flows needs 2048 or more)")
+        }
+        // A file damaged inside its base64 usually still parses into different numbers; such a key would fail every
+        // request. The parts must fit together (tens of microseconds; CGI loads the key per request).
+        guard cflows_rsa_parts_agree(loaded) != 0 else {
+            throw KeyError(file: file, reason: "damaged RSA key: its parts do not fit together (n is not p*q, or d, "
+                + "dP, dQ or qInv is wrong); restore the file from a backup or make a new key")
         }
         return key
     }
