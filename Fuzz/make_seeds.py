@@ -139,8 +139,11 @@ def envelopes() -> None:
 def pems() -> None:
     keys = FIXTURES / "keys"
     for name, passphrase in [("pkcs1.pem", False), ("pkcs8.pem", False), ("pkcs8-enc.pem", True),
-                             ("pkcs1-des3.pem", True), ("ec.pem", False), ("rsa1024.pem", False)]:
+                             ("pkcs1-des3.pem", True), ("ec.pem", False), ("rsa1024.pem", False),
+                             ("ec-enc.pem", True), ("ec-sec1.pem", False), ("ed25519.pem", False)]:
         write("pem", name, (b"\x01" if passphrase else b"\x00") + (keys / name).read_bytes())
+    # Other PEM blocks before the key: an EC key, then the RSA key (the reader skips the first).
+    write("pem", "ec-then-pkcs1.pem", b"\x00" + (keys / "ec.pem").read_bytes() + (keys / "pkcs1.pem").read_bytes())
 
 
 def webhooks() -> None:
@@ -234,7 +237,8 @@ def dictionaries() -> None:
         "flows", "from", "timestamp", "type", "text", "body", "interactive", "nfm_reply", "response_json",
         "button", "image", "caption", "status", "recipient_id", "event", "flow_id", "FLOW_STATUS_CHANGE",
         "button_reply", "title", "flow_token", "delivered", "read", "failed"]]
-    pem = ['"-----BEGIN "', '"-----END "', '"PRIVATE KEY-----"', '"RSA PRIVATE KEY-----"',
+    pem = ['"-----BEGIN "', '"-----END "', '"PRIVATE KEY-----"', '"RSA PRIVATE KEY-----"', '"EC PRIVATE KEY-----"',
+           '"OPENSSH PRIVATE KEY-----"', '"PUBLIC KEY-----"', '"CERTIFICATE-----"',
            '"ENCRYPTED PRIVATE KEY-----"', '"Proc-Type: 4,ENCRYPTED"', '"DEK-Info: DES-EDE3-CBC,"',
            '"DEK-Info: AES-256-CBC,"', '"MIIE"', '"MII"', '"\\x0a"', '"="']
     cgi = [f'"{name}="' for name in [
