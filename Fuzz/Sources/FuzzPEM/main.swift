@@ -5,7 +5,8 @@ import FuzzSupport
 /// test keys' passphrase (`test-pass`), even ones none.
 ///
 /// Invariants: loading either throws a `KeyError` with a reason or gives an RSA key of at least 2048 bits whose
-/// public half has a fingerprint; a refusal never quotes the PEM's base64 (no key material in messages).
+/// public half has a fingerprint and which opens what its public half seals (RSA-OAEP round trip); a refusal never
+/// quotes the PEM's base64 (no key material in messages).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPEM(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let bytes = fuzzBytes(start, count)
@@ -16,6 +17,9 @@ public func fuzzPEM(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
         let key = try PrivateKey.load(pem: pem, passphrase: passphrase, file: "fuzz.pem")
         require(key.bits >= 2048, "a key of \(key.bits) bits was accepted")
         require(key.publicKeyFingerprint.utf8.count == 64, "a loaded key has no public key fingerprint")
+        // A loaded key works: it opens what its public half seals (a damaged key that still parsed would not).
+        let secret = Array(bytes.prefix(16)) + [UInt8](repeating: 0x5A, count: max(0, 16 - bytes.count))
+        require(key.oaepEncrypt(secret).flatMap(key.oaepDecrypt) == secret, "a loaded key does not open its own seal")
     } catch {
         require(!error.reason.isEmpty && error.file == "fuzz.pem", "a key error without a reason or file")
         require(!quotesKeyMaterial(error.description, pem), "a key error quotes the PEM: \(error.description)")
