@@ -165,6 +165,20 @@ def test_check_wrong_passphrase_is_a_configuration_error(binary, app_secret, tmp
     assert "not the passphrase" not in result.stdout + result.stderr
 
 
+def test_check_damaged_key_file_is_a_configuration_error(binary, app_secret, tmp_path):
+    # One base64 character changed: OpenSSL still parses the key, whose numbers no longer fit together. The test
+    # key and position are fixed (a few positions make the file unreadable instead, a different message).
+    keys, config = good_setup(binary, tmp_path, app_secret)
+    plain = (Path(__file__).parents[1] / "Fixtures" / "keys" / "pkcs8.pem").read_bytes()
+    assert plain[400:401] not in (b"\n", b"A")
+    damaged = plain[:400] + b"A" + plain[401:]
+    Path(keys.private_pem).write_bytes(damaged)
+    result = run(binary, "check", "--config", str(config))
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert f"private key {keys.private_pem}: damaged RSA key: its parts do not fit together" in result.stderr
+    assert damaged.decode().splitlines()[5] not in result.stdout + result.stderr
+
+
 def test_check_key_file_readable_by_others(binary, app_secret, tmp_path):
     keys, config = good_setup(binary, tmp_path, app_secret)
     os.chmod(keys.private_pem, 0o644)
