@@ -38,6 +38,7 @@ static inline EVP_MAC_CTX *cflows_hmac_sha256_new(const unsigned char *key, size
     }
     return ctx;
 }
+
 /* Reads the first RSA private key in `pem` (PKCS#1, legacy-encrypted PKCS#1, PKCS#8, encrypted PKCS#8), skipping PEM
  * blocks of other kinds before it (a certificate in the same file), as PEM_read_bio_PrivateKey does. Only the RSA
  * decoders are set up: OpenSSL 3.0 builds a decoder chain per call, and one for every key type costs three times as
@@ -106,6 +107,7 @@ static inline int cflows_pem_pkcs8_algorithm(const unsigned char *pem, size_t le
     ERR_clear_error();
     return nid;
 }
+
 /* Whether an RSA private key's parts agree: n = p*q, d*e = 1 modulo p-1 and q-1, and the CRT values dP = d mod p-1,
  * dQ = d mod q-1, qInv*q = 1 mod p. A PEM file damaged inside its base64 usually still parses (every number is just
  * a different number), and such a key would then fail every request. EVP_PKEY_pairwise_check also tests p and q for
