@@ -27,6 +27,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import sys
 import threading
 import time
 from pathlib import Path
@@ -361,7 +362,7 @@ def test_lock_held_beyond_the_busy_timeout_gives_503_not_a_hang(binary, keys, ap
         other.execute("BEGIN IMMEDIATE")
         other.execute("INSERT INTO webhook_flow_events (event, raw, received_at) VALUES ('LOCK', 'admin', 0)")
     else:
-        hung = processes.start(["python3", "-c", HOLDER, str(db)], "lock holder", tmp_path / "holder.out")
+        hung = processes.start([sys.executable, "-c", HOLDER, str(db)], "lock holder", tmp_path / "holder.out")
         wait_until(lambda: "locked" in (tmp_path / "holder.out").read_text(), 10, "the holder to take the lock")
         os.kill(hung.pid, signal.SIGSTOP)
     try:
