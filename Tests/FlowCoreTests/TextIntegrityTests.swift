@@ -71,6 +71,20 @@ struct TextIntegrityTests {
         }
     }
 
+    /// The 427 access line names the reason, never the token (the harness checks its log for every token it sent).
+    @Test func tokenNeverReachesTheAccessLineOfA427() throws {
+        let harness = try WebhookHarness()
+        let token = "tok-427-4915112345678"
+        try harness.exchange("expense", "INIT", token: token)
+        try harness.exchange("expense", "data_exchange", screen: "EXPENSE_FORM",
+                             data: ["amount": "12.50", "category": "food"], token: token)
+        let again = ClientCall(["version": "3.0", "action": "INIT", "screen": "", "data": [:],
+                                "flow_token": .string(token)])
+        let response = harness.endpoint.handle(again.request(path: "/flows/expense"), worker: harness.worker)
+        #expect(response.status == 427)
+        #expect(try harness.logText().contains("status=427"))
+    }
+
     // MARK: Webhooks
 
     @Test func webhookIDWithANULIsRefusedAndTheLaterMessageStored() throws {
