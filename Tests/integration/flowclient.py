@@ -146,8 +146,11 @@ SENT_PERSONAL: set[str] = set()
 
 def remember_personal(value: object, key: str | None = None) -> None:
     """Record the personal values in ``value`` (a clear request, a webhook body, or a part of one); an
-    ``nfm_reply``'s ``response_json`` string is opened and searched too."""
+    ``nfm_reply``'s ``response_json`` string is opened and searched too (its ``name`` and ``body`` name the
+    Flow, not a person)."""
     if isinstance(value, dict):
+        if key == "nfm_reply":
+            value = {"response_json": value.get("response_json")}
         for k, v in value.items():
             remember_personal(v, k)
     elif isinstance(value, list):
