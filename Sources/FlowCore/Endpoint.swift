@@ -360,6 +360,7 @@ public struct Endpoint: Sendable {
         guard let token = json["flow_token"]?.stringValue, !token.isEmpty else {
             return fail(400, "missing flow_token")
         }
+        if let problem = FlowToken.problem(token) { return fail(400, problem) }
         if let tokenSignature = json["flow_token_signature"], configuration.signatureCheck {
             guard let jwt = tokenSignature.stringValue,
                 FlowTokenSignature.isValid(jwt, flowToken: token, secrets: configuration.appSecrets)

@@ -1,4 +1,5 @@
 import FlowCore
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -112,4 +113,17 @@ struct ClientCall {
 /// Calls `endpoint` with a fresh worker (no database).
 func call(_ endpoint: Endpoint, _ request: EndpointRequest) throws -> EndpointResponse {
     endpoint.handle(request, worker: try Worker(configuration: endpoint.configuration))
+}
+
+/// Records an issue for every line of the log at `path` that holds one of `values` (the flow tokens, names, emails,
+/// phones and texts a test sent), quoting the line with the value masked. Every test that writes a log file and
+/// sends personal data checks it with this.
+func expectNoPersonalData(inLog path: String, _ values: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+    let text = (try? readTextFile(path, what: "log")) ?? ""
+    for line in text.split(separator: "\n") {
+        for value in values where !value.isEmpty && line.contains(value) {
+            Issue.record("the log \(path) holds personal data: \(line.replacing(value, with: "<personal data>"))",
+                         sourceLocation: sourceLocation)
+        }
+    }
 }

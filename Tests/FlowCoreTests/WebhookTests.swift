@@ -34,7 +34,32 @@ final class WebhookHarness {
         worker = try Worker(configuration: configuration)
     }
 
+    /// The flow tokens, phone numbers and texts this harness sent (at least 4 characters: shorter ones would match
+    /// unrelated log text); checked against the log when the harness goes away.
+    private(set) var personal: [String] = []
+
+    private func remember(_ value: String) {
+        if value.count >= 4, !personal.contains(value) { personal.append(value) }
+    }
+
+    /// Remembers the personal values in a webhook body: senders, recipients, texts, and `response_json`'s values.
+    private func remember(webhook body: [UInt8]) {
+        func walk(_ value: JSONValue, key: String) {
+            switch value {
+            case .object(let members): for (k, v) in members { walk(v, key: k) }
+            case .array(let items): for item in items { walk(item, key: key) }
+            case .string(let text) where key == "response_json":
+                if let parsed = try? JSONParser.parse(text) { walk(parsed, key: "") }
+            case .string(let text) where ["from", "recipient_id", "body", "flow_token", ""].contains(key):
+                remember(text)
+            default: break
+            }
+        }
+        if let json = try? JSONParser.parse(body) { walk(json, key: "-") }
+    }
+
     deinit {
+        expectNoPersonalData(inLog: logPath, personal)
         worker.close()
         for suffix in ["", "-wal", "-shm"] { unlink(directory + "/flows.db" + suffix) }
         unlink(logPath)
@@ -49,6 +74,7 @@ final class WebhookHarness {
 
     /// POST `body` to `.../webhook`, signed with `secret` (unsigned when `nil`).
     func post(_ body: [UInt8], secret: String? = "secret", path: String = "/hooks/webhook") -> EndpointResponse {
+        remember(webhook: body)
         var params: [(String, String)] = [("CONTENT_LENGTH", String(body.count))]
         if let secret {
             params.append((Signature.parameterName, Signature.header(for: body, secret: Array(secret.utf8))))
@@ -81,6 +107,10 @@ final class WebhookHarness {
     @discardableResult
     func exchange(_ flow: String, _ action: String, screen: String = "", data: [String: JSONValue] = [:],
                   token: String) throws -> JSONValue {
+        remember(token)
+        for key in ["name", "email", "phone", "more_details", "description"] {
+            if case .string(let value)? = data[key] { remember(value) }
+        }
         let call = ClientCall(["version": "3.0", "action": .string(action), "screen": .string(screen),
                                "data": .object(data), "flow_token": .string(token)])
         let response = endpoint.handle(call.request(path: "/flows/\(flow)"), worker: worker)

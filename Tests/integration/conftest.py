@@ -29,6 +29,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from flowclient import (  # noqa: E402
+    SENT_PERSONAL,
     FlowCrypto,
     HttpResponse,
     KeyPair,
@@ -737,6 +738,65 @@ def start_apache(binary: Path, workdir: Path, processes: Processes, keys: KeyPai
 
 
 processes_cleanup_dirs: list[Path] = []
+
+
+# --------------------------------------------------------------------------------------------------------
+# No personal data in any log: checked after every test
+# --------------------------------------------------------------------------------------------------------
+
+# The files the servers of a test write their logs and stderr to: the responder's LOG_FILE (responder.log),
+# the stdout/stderr of every process the harness started (*.out), the web servers' error logs (where a
+# FastCGI or CGI responder's stderr ends up). Not the web servers' access logs: they hold the URLs the tests
+# themselves typed (read API filters) and never a request body.
+LOG_SUFFIXES = (".log", ".out")
+
+# How far each log file has been checked, so each line is checked once (a module's servers live across tests).
+_checked_up_to: dict[Path, int] = {}
+
+
+def log_files(roots: Iterable[Path]) -> list[Path]:
+    found = []
+    for root in roots:
+        if root.is_dir():
+            found += [p for p in root.rglob("*") if p.name.endswith(LOG_SUFFIXES) and "access" not in p.name
+                      and p.is_file()]
+    return sorted(found)
+
+
+def personal_data_in_logs(roots: Iterable[Path], values: Iterable[str]) -> list[str]:
+    """Every line written to a log under ``roots`` since the last call that holds one of ``values``, with
+    the value masked (the message must not repeat what it found)."""
+    values = sorted(values, key=len, reverse=True)
+    found = []
+    for path in log_files(roots):
+        start = _checked_up_to.get(path, 0)
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read()
+        except OSError:
+            continue
+        # Only whole lines: a line being written is checked next time.
+        end = data.rfind(b"\n") + 1
+        _checked_up_to[path] = start + end
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            hits = [v for v in values if v in line]
+            if hits:
+                for value in hits:
+                    line = line.replace(value, "<personal data>")
+                found.append(f"{path}: {line[:400]}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_personal_data_in_logs(tmp_path_factory):
+    """After each test: no flow token, name, email, phone or message text any client sent (flowclient's
+    ``SENT_PERSONAL``) appears in a log the test's servers wrote."""
+    yield
+    roots = [tmp_path_factory.getbasetemp(), *processes_cleanup_dirs]
+    leaks = personal_data_in_logs(roots, SENT_PERSONAL)
+    if leaks:
+        pytest.fail("personal data in a log (value masked):\n" + "\n".join(leaks[:20]), pytrace=False)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -38,6 +38,8 @@ __all__ = [
     "FlowCrypto",
     "RequestContext",
     "sign",
+    "remember_personal",
+    "SENT_PERSONAL",
     "HttpResponse",
     "HttpConnection",
     "http_request",
@@ -130,6 +132,48 @@ def load_public_key(pem: bytes | str) -> rsa.RSAPublicKey:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Personal data the client sent: conftest checks every log the servers wrote for it after each test
+# --------------------------------------------------------------------------------------------------------
+
+#: Keys whose string values are personal data or flow tokens, in clear requests and webhook bodies.
+PERSONAL_KEYS = frozenset({"flow_token", "name", "email", "phone", "more_details", "description", "from",
+                           "recipient_id", "wa_id", "body"})
+#: Shorter values are not recorded: they would match unrelated log text.
+PERSONAL_MIN_LENGTH = 4
+#: Every such value a client in this test process encrypted or signed.
+SENT_PERSONAL: set[str] = set()
+
+
+def remember_personal(value: object, key: str | None = None) -> None:
+    """Record the personal values in ``value`` (a clear request, a webhook body, or a part of one); an
+    ``nfm_reply``'s ``response_json`` string is opened and searched too (its ``name`` and ``body`` name the
+    Flow, not a person)."""
+    if isinstance(value, dict):
+        if key == "nfm_reply":
+            value = {"response_json": value.get("response_json")}
+        for k, v in value.items():
+            remember_personal(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            remember_personal(v, key)
+    elif isinstance(value, str):
+        if key == "response_json":
+            try:
+                remember_personal(json.loads(value))
+            except ValueError:
+                pass
+        elif key in PERSONAL_KEYS and len(value) >= PERSONAL_MIN_LENGTH:
+            SENT_PERSONAL.add(value)
+
+
+def _remember_json(data: bytes) -> None:
+    try:
+        remember_personal(json.loads(data))
+    except (ValueError, RecursionError):  # not JSON, or nested too deep (malformed-input tests): nothing to record
+        pass
+
+
+# --------------------------------------------------------------------------------------------------------
 # Envelope crypto
 # --------------------------------------------------------------------------------------------------------
 
@@ -193,6 +237,7 @@ class FlowCrypto:
         aes_key = aes_key if aes_key is not None else os.urandom(16)
         iv = iv if iv is not None else os.urandom(16)
         clear = request if isinstance(request, bytes) else json.dumps(request).encode("utf-8")
+        _remember_json(clear)
         envelope = {
             "encrypted_flow_data": _b64(AESGCM(aes_key).encrypt(iv, clear, None)),
             "encrypted_aes_key": _b64(self.wrap_key(aes_key)),
@@ -205,6 +250,7 @@ class FlowCrypto:
 
 def sign(secret: str | bytes, body: bytes) -> str:
     """``X-Hub-Signature-256`` value: ``sha256=<lowercase hex HMAC-SHA256(secret, raw body)>``."""
+    _remember_json(body)  # a webhook body: senders, texts, flow tokens
     if isinstance(secret, str):
         secret = secret.encode("utf-8")
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()

@@ -207,7 +207,19 @@ public final class Database {
             case .null: rc = sqlite3_bind_null(statement, index)
             case .integer(let v): rc = sqlite3_bind_int64(statement, index, v)
             case .real(let v): rc = sqlite3_bind_double(statement, index, v)
-            case .text(let v): rc = sqlite3_bind_text(statement, index, v, -1, cflows_sqlite_transient())
+            case .text(let v):
+                // The full UTF-8 length, never -1: SQLite would stop at the first U+0000 and store a shorter text.
+                // An empty buffer may have no address, which would bind NULL: "" is bound as an empty text.
+                var text = v
+                rc = text.withUTF8 { bytes in
+                    bytes.withMemoryRebound(to: CChar.self) { chars in
+                        guard let start = chars.baseAddress, !chars.isEmpty else {
+                            return sqlite3_bind_text(statement, index, "", 0, cflows_sqlite_transient())
+                        }
+                        return sqlite3_bind_text64(statement, index, start, UInt64(chars.count),
+                                                   cflows_sqlite_transient(), UInt8(SQLITE_UTF8))
+                    }
+                }
             }
             guard rc == SQLITE_OK else { throw fail(rc, "binding argument \(index) of \(Database.summary(sql))") }
         }
@@ -225,8 +237,11 @@ public final class Database {
                 case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, column)))
                 case SQLITE_NULL: row.append(.null)
                 default:
+                    // By the byte count, not up to the first U+0000 (text is stored whole, see binding).
                     if let text = sqlite3_column_text(statement, column) {
-                        row.append(.text(String(cString: text)))
+                        let count = Int(sqlite3_column_bytes(statement, column))
+                        row.append(.text(String(decoding: UnsafeBufferPointer(start: text, count: count),
+                                                as: UTF8.self)))
                     } else {
                         row.append(.null)
                     }

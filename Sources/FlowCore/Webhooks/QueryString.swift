@@ -16,7 +16,7 @@ public struct QueryString: Sendable {
     }
 
     /// Parses `text` (without the leading `?`).
-    /// - Throws: `Invalid` for a bad percent escape or a name or value that is not UTF-8.
+    /// - Throws: `Invalid` for a bad percent escape, or a name or value that is not UTF-8 or holds U+0000.
     public init(_ text: String) throws(Invalid) {
         var pairs: [(String, String)] = []
         for part in text.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
@@ -24,6 +24,11 @@ public struct QueryString: Sendable {
             let equals = bytes.firstIndex(of: UInt8(ascii: "="))
             let name = try QueryString.decode(bytes[..<(equals ?? bytes.count)])
             let value = try equals.map { i throws(Invalid) in try QueryString.decode(bytes[(i + 1)...]) } ?? ""
+            // No parameter needs U+0000, and SQL text and logs would cut a value there.
+            if name.containsNUL { throw Invalid(description: "a parameter name contains a NUL character (%00)") }
+            if value.containsNUL {
+                throw Invalid(description: "parameter '\(String(name.prefix(40)))' contains a NUL character (%00)")
+            }
             pairs.append((name, value))
         }
         self.pairs = pairs

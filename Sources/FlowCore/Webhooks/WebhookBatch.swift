@@ -152,6 +152,9 @@ public struct WebhookBatch: Sendable, Equatable {
                     throw Malformed(description: "\(responsePath): expected a JSON object in a string")
                 }
                 flowToken = params["flow_token"]?.stringValue
+                if let token = flowToken, !token.isEmpty, let problem = FlowToken.problem(token) {
+                    throw Malformed(description: "\(responsePath): \(problem)")
+                }
                 responseJSON = parsed.text
                 text = "[flow reply] " + (reply["body"]?.stringValue ?? reply["name"]?.stringValue ?? "")
             } else {
@@ -178,10 +181,12 @@ public struct WebhookBatch: Sendable, Equatable {
         return array
     }
 
+    /// A name, id or number: at most 4096 bytes, without U+0000 (ids are keys: one cut at a NUL would collide).
     private static func string(_ value: JSONValue?, _ path: String) throws(Malformed) -> String {
         guard let text = value?.stringValue, !text.isEmpty, text.utf8.count <= 4096 else {
             throw Malformed(description: "\(path): expected a non-empty string")
         }
+        if text.containsNUL { throw Malformed(description: "\(path): contains a NUL character (U+0000)") }
         return text
     }
 
