@@ -22,7 +22,6 @@ final class AppointmentHarness {
     let path: String
     let database: Database
     let flow: AppointmentFlow
-    let checker: FlowJSONChecker
     var now: Int64
     var log = Logger.discard
 
@@ -31,7 +30,6 @@ final class AppointmentHarness {
         path = directory + "/flows.db"
         database = try Database(path: path, migrations: AppointmentStore.migrations)
         flow = AppointmentFlow(catalog: try catalog ?? AppointmentCatalog.builtIn(), sessionHours: sessionHours)
-        checker = try FlowJSONChecker(flowFile: "appointment.json")
         self.now = now
     }
 
@@ -47,16 +45,13 @@ final class AppointmentHarness {
         try Database(path: path, migrations: AppointmentStore.migrations)
     }
 
-    /// Sends one request and checks the answer against the Flow JSON.
+    /// Sends one request; `checkedHandle` checks the answer against the Flow JSON.
     @discardableResult
     func send(_ action: FlowAction, screen: String, data: [String: JSONValue] = [:], token: String,
               database: Database? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws -> FlowAnswer {
         let request = FlowRequest(version: "3.0", action: action, screen: screen, data: data, flowToken: token)
-        let answer = try flow.handle(request, context: FlowContext(database: database ?? self.database, now: now,
-                                                                   log: log))
-        let problems = checker.problems(request: request, answer: answer)
-        #expect(problems == [], "answer breaks flows/appointment.json", sourceLocation: sourceLocation)
-        return answer
+        return try flow.checkedHandle(request, context: FlowContext(database: database ?? self.database, now: now,
+                                                                    log: log), sourceLocation: sourceLocation)
     }
 
     @discardableResult
@@ -539,8 +534,8 @@ struct AppointmentFlowTests {
                     defer { database.close() }
                     let request = FlowRequest(version: "3.0", action: .dataExchange, screen: "SUMMARY",
                                               data: appointmentFields, flowToken: "race")
-                    return try flow.handle(request, context: FlowContext(database: database, now: appointmentMonday,
-                                                                           log: .discard))
+                    let context = FlowContext(database: database, now: appointmentMonday, log: .discard)
+                    return try flow.checkedHandle(request, context: context)
                 }
             }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -565,8 +560,8 @@ struct AppointmentFlowTests {
                     defer { database.close() }
                     let request = FlowRequest(version: "3.0", action: .dataExchange, screen: "SUMMARY",
                                               data: appointmentFields, flowToken: "r\(index)")
-                    return try flow.handle(request, context: FlowContext(database: database, now: appointmentMonday,
-                                                                           log: .discard))
+                    let context = FlowContext(database: database, now: appointmentMonday, log: .discard)
+                    return try flow.checkedHandle(request, context: context)
                 }
             }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -754,7 +749,8 @@ struct AppointmentFlowTests {
         let flow = AppointmentFlow(catalog: try AppointmentCatalog.builtIn())
         let request = FlowRequest(version: "3.0", action: .initial, screen: "", data: [:], flowToken: "t")
         #expect(throws: StorageNotConfigured.self) {
-            _ = try flow.handle(request, context: FlowContext(database: nil, now: appointmentMonday, log: .discard))
+            _ = try flow.checkedHandle(request, context: FlowContext(database: nil, now: appointmentMonday,
+                                                                     log: .discard))
         }
     }
 
@@ -769,8 +765,8 @@ struct AppointmentFlowTests {
         let request = FlowRequest(version: "3.0", action: .dataExchange, screen: "APPOINTMENT",
                                   data: ["trigger": "department_selected", "department": "home"], flowToken: "t")
         let error = #expect(throws: DatabaseError.self) {
-            _ = try harness.flow.handle(request, context: FlowContext(database: impatient, now: appointmentMonday,
-                                                                      log: .discard))
+            _ = try harness.flow.checkedHandle(request, context: FlowContext(database: impatient,
+                                                                             now: appointmentMonday, log: .discard))
         }
         #expect(error?.isUnavailable == true)
     }
@@ -782,8 +778,9 @@ struct AppointmentFlowTests {
         defer { impatient.close() }
         try harness.database.execute("BEGIN IMMEDIATE")
         let request = FlowRequest(version: "3.0", action: .initial, screen: "", data: [:], flowToken: "t")
-        let answer = try harness.flow.handle(request, context: FlowContext(database: impatient, now: appointmentMonday,
-                                                                           log: .discard))
+        let answer = try harness.flow.checkedHandle(request, context: FlowContext(database: impatient,
+                                                                                  now: appointmentMonday,
+                                                                                  log: .discard))
         #expect(answer.shownScreen == "APPOINTMENT")
         try harness.database.execute("ROLLBACK")
         #expect(try harness.database.query("SELECT COUNT(*) FROM appointment_sessions").first?.first?.int == 0)
@@ -1089,13 +1086,13 @@ struct AppointmentFlowJSONTests {
         #expect(checker.screenOrder == ["APPOINTMENT", "DETAILS", "SUMMARY", "TERMS"])
         let appointment = try #require(checker.screens["APPOINTMENT"])
         #expect(Set(appointment.data.keys) == ["department", "location", "date", "time", "is_location_enabled",
-                                               "is_date_enabled", "is_time_enabled", "error_message"])
+                                               "is_date_enabled", "is_time_enabled"])
         let screens = checker.root["screens"]?.arrayValue ?? []
         #expect(screens.first?["refresh_on_back"] == true)
         #expect(Set(try #require(checker.screens["DETAILS"]).data.keys)
-            == ["department", "location", "date", "time", "error_message"])
+            == ["department", "location", "date", "time"])
         #expect(Set(try #require(checker.screens["SUMMARY"]).data.keys)
-            == Set(AppointmentFields.names + ["appointment", "details", "error_message"]))
+            == Set(AppointmentFields.names + ["appointment", "details"]))
         #expect(checker.screens["SUMMARY"]?.terminal == true)
         #expect(checker.screens["TERMS"]?.data.isEmpty == true)
     }
