@@ -373,15 +373,9 @@ public struct Endpoint: Sendable {
         let request = FlowRequest(version: version, action: flowAction, screen: screen, data: data, flowToken: token)
         let context = FlowContext(database: worker.database, now: clock(), log: log)
         do {
-            switch try flow.handle(request, context: context) {
-            case .screen(let id, let screenData):
-                return encrypted(200, ["screen": .string(id), "data": .object(screenData)])
-            case .prepared(let screen):
-                return encrypted(200, clearText: screen.clearText)
-            case .tokenNoLongerValid(let message):
-                summary.reason = "flow token no longer valid"
-                return encrypted(427, ["error_msg": .string(message)])
-            }
+            let answer = try flow.handle(request, context: context)
+            if answer.status == 427 { summary.reason = "flow token no longer valid" }
+            return encrypted(answer.status, clearText: answer.clearText)
         } catch let error as DatabaseError where error.isUnavailable {
             log.error("storage unavailable", ["flow": flow.name, "error": error.description])
             return fail(503, "storage unavailable, try again later")

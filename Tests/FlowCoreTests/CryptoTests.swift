@@ -211,3 +211,64 @@ struct CipherTests {
         }
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the spy comparison was handed: one entry per call, the number of bytes (it reads all of them).
+nonisolated(unsafe) private var spiedComparisons: [Int] = []
+
+@Suite("Constant-time comparison", .serialized)
+struct ConstantTimeComparisonTests {
+    /// A comparison that records how many bytes it is handed and reads every one of them.
+    static let spy: Digest.Comparison = { a, b, count in
+        spiedComparisons.append(count)
+        guard count > 0, let a, let b else { return 0 }
+        var difference: UInt8 = 0
+        for index in 0..<count {
+            difference |= a.load(fromByteOffset: index, as: UInt8.self) ^ b.load(fromByteOffset: index, as: UInt8.self)
+        }
+        return Int32(difference)
+    }
+
+    @Test func theDefaultComparisonIsOpenSSLsCRYPTOMemcmp() throws {
+        // The signature checks (X-Hub-Signature-256, flow_token_signature, the read API token) compare through
+        // `Digest.constantTimeEqual`, whose default is this: OpenSSL's comparison that reads every byte.
+        let symbol = try #require(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "CRYPTO_memcmp"))
+        #expect(unsafeBitCast(Digest.constantTimeComparison, to: UnsafeMutableRawPointer.self) == symbol)
+    }
+
+    @Test func equalLengthsAreHandedWholeToTheComparisonEvenWhenTheFirstByteDiffers() {
+        // An early-exit `==` would stop at the first byte (and never call the comparison).
+        let expected = Digest.hmacSHA256(key: Array("secret".utf8), message: Array("body".utf8))
+        var firstDiffers = expected
+        firstDiffers[0] ^= 0x01
+        var lastDiffers = expected
+        lastDiffers[31] ^= 0x80
+        spiedComparisons = []
+        #expect(!Digest.constantTimeEqual(expected, firstDiffers, compare: Self.spy))
+        #expect(!Digest.constantTimeEqual(expected, lastDiffers, compare: Self.spy))
+        #expect(Digest.constantTimeEqual(expected, expected, compare: Self.spy))
+        #expect(spiedComparisons == [32, 32, 32])
+        #expect(!Digest.constantTimeEqual(expected, Array(expected.prefix(31)), compare: Self.spy))
+        #expect(spiedComparisons == [32, 32, 32], "different lengths are unequal without comparing")
+    }
+
+    @Test func aSignatureWrongInOnlyItsFirstOrLastDigitIsRefused() {
+        let body = Array(#"{"x":1}"#.utf8)
+        let header = Signature.header(for: body, secret: Array("secret".utf8))
+        var first = Array(header.utf8)
+        first[7] = first[7] == UInt8(ascii: "0") ? UInt8(ascii: "1") : UInt8(ascii: "0")
+        var last = Array(header.utf8)
+        last[70] = last[70] == UInt8(ascii: "0") ? UInt8(ascii: "1") : UInt8(ascii: "0")
+        for value in [String(decoding: first, as: UTF8.self), String(decoding: last, as: UTF8.self)] {
+            #expect(throws: Signature.Failure.mismatch) {
+                try Signature.verify(values: [value], body: body, secrets: [Array("secret".utf8)])
+            }
+        }
+        #expect(throws: Never.self) {
+            try Signature.verify(values: [header], body: body, secrets: [Array("secret".utf8)])
+        }
+    }
+}

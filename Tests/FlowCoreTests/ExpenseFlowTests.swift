@@ -51,19 +51,17 @@ let expenseNoon: Int64 = 1_767_268_800
 struct ExpenseHarness {
     let store: ExpenseTestDatabase
     let flow: ExpenseFlow
-    let checker: FlowJSONChecker
     var now = expenseNoon
     var log = Logger.discard
 
     init(_ settings: [String: String] = [:]) throws {
         store = try ExpenseTestDatabase()
         flow = try ExpenseFlow(settings: Settings(settings))
-        checker = try FlowJSONChecker(flowFile: "expense.json")
     }
 
     var database: Database { store.database }
 
-    /// Sends one request and checks the answer against the Flow JSON.
+    /// Sends one request; `checkedHandle` checks the answer against the Flow JSON.
     @discardableResult
     func send(_ action: FlowAction, screen: String = ExpenseFlow.formScreen, data: [String: JSONValue] = [:],
               token: String = "token-1", database: Database? = nil,
@@ -71,10 +69,7 @@ struct ExpenseHarness {
         let request = FlowRequest(version: "3.0", action: action, screen: action == .initial ? "" : screen,
                                   data: data, flowToken: token)
         let context = FlowContext(database: database ?? store.database, now: now, log: log)
-        let answer = try flow.handle(request, context: context)
-        let problems = checker.problems(request: request, answer: answer)
-        #expect(problems == [], "answer breaks flows/expense.json", sourceLocation: sourceLocation)
-        return answer
+        return try flow.checkedHandle(request, context: context, sourceLocation: sourceLocation)
     }
 
     /// A submit of `data`.
@@ -172,8 +167,8 @@ struct ExpenseFlowTests {
         try harness.submit(["amount": "4", "category": "other"], token: "b")
         try harness.submit(["amount": "5", "category": "other", "description": .null, "date": .null], token: "c")
         let stored = try ExpenseStore.list(database: harness.database)
-        #expect(stored.count == 3)
-        #expect(stored.allSatisfy { $0.description == nil && $0.expenseDate == "2026-01-01" })
+        #expect(stored.map(\.description) == [nil, nil, nil])
+        #expect(stored.map(\.expenseDate) == ["2026-01-01", "2026-01-01", "2026-01-01"])
     }
 
     @Test func descriptionOfExactlyTheLimitIsKept() throws {
@@ -402,7 +397,7 @@ struct ExpenseFlowTests {
         let flow = try ExpenseFlow(settings: Settings([:]))
         let request = FlowRequest(version: "3.0", action: .initial, screen: "", data: [:], flowToken: "t")
         #expect(throws: StorageNotConfigured.self) {
-            _ = try flow.handle(request, context: FlowContext(database: nil, now: expenseNoon, log: .discard))
+            _ = try flow.checkedHandle(request, context: FlowContext(database: nil, now: expenseNoon, log: .discard))
         }
     }
 
@@ -429,8 +424,8 @@ struct ExpenseFlowTests {
                     defer { database.close() }
                     let request = FlowRequest(version: "3.0", action: .dataExchange, screen: "EXPENSE_FORM",
                                               data: validSubmit, flowToken: "race")
-                    return try flow.handle(request, context: FlowContext(database: database, now: expenseNoon,
-                                                                           log: .discard))
+                    let context = FlowContext(database: database, now: expenseNoon, log: .discard)
+                    return try flow.checkedHandle(request, context: context)
                 }
             }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -452,8 +447,8 @@ struct ExpenseFlowTests {
                     defer { database.close() }
                     let request = FlowRequest(version: "3.0", action: .dataExchange, screen: "EXPENSE_FORM",
                                               data: submit(["amount": .string(String(amount))]), flowToken: "race")
-                    return try flow.handle(request, context: FlowContext(database: database, now: expenseNoon,
-                                                                           log: .discard))
+                    let context = FlowContext(database: database, now: expenseNoon, log: .discard)
+                    return try flow.checkedHandle(request, context: context)
                 }
             }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -631,12 +626,11 @@ struct FlowJSONCheckerTests {
          "screens": [
           {"id": "FIRST", "data": {"items": {"type": "array", "items": {"type": "object",
               "properties": {"id": {"type": "string"}, "title": {"type": "string"}}},
-              "__example__": [{"id": "a", "title": "A"}]},
-            "error_message": {"type": "string", "__example__": ""}},
+              "__example__": [{"id": "a", "title": "A"}]}},
            "layout": {"type": "SingleColumnLayout", "children": [
              {"type": "Dropdown", "name": "pick", "label": "Pick", "data-source": "${data.items}"},
              {"type": "Footer", "label": "Next", "on-click-action": {"name": "navigate",
-               "next": {"type": "screen", "name": "SECOND"}, "payload": {"choice": "${form.pick}"}}}]}},
+               "next": {"type": "screen", "name": "SECOND"}, "payload": {"choice": "${form.pick}", "count": 2}}}]}},
           {"id": "SECOND", "terminal": true, "data": {"choice": {"type": "string", "__example__": "a"},
             "count": {"type": "integer", "__example__": 2}},
            "layout": {"type": "SingleColumnLayout", "children": [
@@ -662,8 +656,13 @@ struct FlowJSONCheckerTests {
         ("\"choice\": \"${form.pick}\"", "\"choice\": \"${form.pik}\"", "${form.pik} names no component"),
         ("\"text\": \"${screen.FIRST.form.pick}\"", "\"text\": \"${screen.ZERO.form.pick}\"", "names no known screen"),
         ("\"name\": \"SECOND\"}", "\"name\": \"FIRST\"}", "navigate to FIRST is not an edge"),
-        ("\"payload\": {\"choice\": \"${form.pick}\"}", "\"payload\": {\"chosen\": \"${form.pick}\"}",
+        ("\"choice\": \"${form.pick}\", \"count\": 2}", "\"chosen\": \"${form.pick}\", \"count\": 2}",
          "navigate payload chosen is not declared in SECOND"),
+        ("\"choice\": \"${form.pick}\", \"count\": 2}", "\"choice\": \"${form.pick}\"}",
+         "navigate payload to SECOND leaves out data.count, which SECOND declares"),
+        (#""__example__": [{"id": "a", "title": "A"}]}"#,
+         #""__example__": [{"id": "a", "title": "A"}]}, "error_message": {"type": "string", "__example__": ""}"#,
+         "FIRST: declares data.error_message, which the layout does not show"),
         ("{\"id\": \"SECOND\", \"terminal\": true,", "{\"id\": \"SECOND\",", "must be `terminal: true`"),
         ("\"__example__\": 2", "\"__example__\": \"2\"", "expected integer"),
         ("\"count\": {\"type\": \"integer\", \"__example__\": 2}", "\"count\": {\"type\": \"integer\"}",
@@ -677,6 +676,48 @@ struct FlowJSONCheckerTests {
         #expect(text != Self.valid, "the case must change the document")
         let problems = try FlowJSONChecker(text: text).fileProblems()
         #expect(problems.contains { $0.contains(expected) }, "\(problems)")
+    }
+
+    @Test func everyFlowAnswerInTheTestsIsChecked() throws {
+        // Tests call a flow through `checkedHandle` (Support.swift), which checks the answer against the Flow JSON;
+        // calling the flow's own method (`handle` with a `context:` argument) would produce an unchecked answer.
+        let call = "." + "handle(", argument = "context" + ":"  // split so that this file does not match itself
+        let directory = FlowJSONChecker.repositoryRoot + "/Tests/FlowCoreTests"
+        var direct: [String] = []
+        for file in try listDirectory(directory) where file.hasSuffix(".swift") {
+            let lines = try readTextFile(directory + "/" + file, what: "test source").split(separator: "\n")
+            for (number, line) in lines.enumerated() where line.contains(call) && line.contains(argument) {
+                direct.append("\(file):\(number + 1)")
+            }
+        }
+        #expect(direct == [])
+    }
+
+    @Test func shippedFlowsHaveDistinctScreenIDs() {
+        // `ClientCall.open` finds the Flow JSON of an answer from its screen ids.
+        let ids = FlowJSONChecker.shipped.values.flatMap(\.screenOrder)
+        #expect(FlowJSONChecker.shipped.count == FlowRegistry.all.count)
+        #expect(!ids.isEmpty)
+        #expect(Set(ids).count == ids.count, "\(ids)")
+    }
+
+    @Test func everyDeclaredFieldIsRequiredErrorMessageIncluded() throws {
+        // A screen that shows `${data.error_message}` declares it, and then every answer must carry it.
+        let declared = #""__example__": [{"id": "a", "title": "A"}]}, "error_message": {"type": "string", "#
+            + #""__example__": ""}"#
+        let shown = #"{"type": "TextBody", "text": "${data.error_message}"}, {"type": "Dropdown""#
+        let text = Self.valid.replacing(#""__example__": [{"id": "a", "title": "A"}]}"#, with: declared)
+            .replacing(#"{"type": "Dropdown""#, with: shown)
+        let checker = try FlowJSONChecker(text: text)
+        #expect(checker.fileProblems() == [])
+        let request = FlowRequest(version: "3.0", action: .initial, screen: "", data: [:], flowToken: "tok")
+        let items: [String: JSONValue] = ["items": [["id": "a", "title": "A"]]]
+        #expect(checker.problems(request: request, answer: .screen("FIRST", data: items))
+            == ["FIRST: declared data.error_message is missing"])
+        #expect(checker.problems(request: request, answer: .prepared(PreparedScreen("FIRST", data: items)))
+            == ["FIRST: declared data.error_message is missing"])
+        #expect(checker.problems(request: request,
+                                 answer: .screen("FIRST", data: items.merging(["error_message": ""]) { $1 })) == [])
     }
 
     @Test func answersAreCheckedAgainstDataAndRouting() throws {
@@ -712,6 +753,14 @@ struct FlowJSONCheckerTests {
             (request(.initial, ""), .success(params: ["flow_token": "tok"]), "SUCCESS answered to INIT"),
             (request(.dataExchange, "ELSEWHERE"), .screen("SECOND", data: ["choice": "a", "count": 1]),
              "unknown screen ELSEWHERE"),
+            (request(.dataExchange, "FIRST"), .screen("FIRST", data: first.merging(["error_message": 1]) { $1 }),
+             "data.error_message is not a string"),
+            // A prepared answer is checked on the bytes it sends, like any other.
+            (request(.initial, ""), .prepared(PreparedScreen("FIRST", data: [:])), "data.items is missing"),
+            (request(.initial, ""), .prepared(PreparedScreen("FIRST", data: first.merging(["extra": 1]) { $1 })),
+             "data.extra is not declared"),
+            (request(.initial, ""), .prepared(PreparedScreen("SECOND", data: ["choice": "a", "count": 1])),
+             "not the entry screen"),
         ]
         for (request, answer, expected) in wrong {
             let problems = checker.problems(request: request, answer: answer)

@@ -12,13 +12,17 @@ import FlowCore
 /// screen (no edge points to it), every screen without outgoing edges `terminal` with a `Footer`; every declared
 /// `data` field with a known `type` and an `__example__` of that type; every `${data.x}` used in a screen declared
 /// in that screen's data, every `${form.x}` a component `name` on that screen, every `${screen.S.data.x}` and
-/// `${screen.S.form.x}` resolvable; every `navigate` target an edge of the screen, with a payload the target declares.
+/// `${screen.S.form.x}` resolvable; `error_message` (the client's own snackbar field) declared only where the layout
+/// shows `${data.error_message}`; every `navigate` target an edge of the screen, with a payload that fills exactly
+/// the target's declared data (every declared field is required).
 ///
-/// An answer: `SUCCESS` carries `extension_message_response.params.flow_token` equal to the request's token and is
-/// exempt from data checks (never an answer to INIT); a 427 is always allowed; any other screen must exist, be the
-/// entry screen for INIT (or for a request from a screen the file does not know), the current screen or one of its
-/// edges for `data_exchange`, the current screen or one with an edge to it for `BACK`; its data must have exactly
-/// the declared names with the declared JSON types, except `optionalFields`, which may be left out.
+/// An answer is checked as sent: the clear text the endpoint encrypts (`FlowAnswer.clearText`, so a prepared screen
+/// is checked on its serialized bytes too). `SUCCESS` carries `extension_message_response.params.flow_token` equal
+/// to the request's token and is exempt from data checks (never an answer to INIT); a 427 is always allowed; any
+/// other screen must exist, be the entry screen for INIT (or for a request from a screen the file does not know),
+/// the current screen or one of its edges for `data_exchange`, the current screen or one with an edge to it for
+/// `BACK`; its data must have every declared name with the declared JSON type, and nothing else but a string
+/// `error_message`.
 struct FlowJSONChecker: Sendable {
     /// A file that is not JSON or cannot be read.
     struct LoadError: Error, CustomStringConvertible {
@@ -48,8 +52,6 @@ struct FlowJSONChecker: Sendable {
     let screens: [String: Screen]
     /// `routing_model`: screen → the screens it may go to next.
     let routes: [String: [String]]
-    /// Declared fields an answer may leave out (`error_message` is only sent when there is an error).
-    let optionalFields: Set<String>
 
     /// The repository root, found from this file's path (`<root>/Tests/FlowCoreTests/FlowJSONChecker.swift`).
     static var repositoryRoot: String {
@@ -59,24 +61,41 @@ struct FlowJSONChecker: Sendable {
     }
 
     /// Loads `<repository>/flows/<name>`.
-    init(flowFile name: String, optionalFields: Set<String> = ["error_message"]) throws {
+    init(flowFile name: String) throws {
         let path = FlowJSONChecker.repositoryRoot + "/flows/" + name
-        try self.init(bytes: try readFile(path, what: "Flow JSON"), source: path, optionalFields: optionalFields)
+        try self.init(bytes: try readFile(path, what: "Flow JSON"), source: path)
     }
 
     /// Checks a Flow JSON given as text.
-    init(text: String, optionalFields: Set<String> = ["error_message"]) throws {
-        try self.init(bytes: Array(text.utf8), source: "inline Flow JSON", optionalFields: optionalFields)
+    init(text: String) throws {
+        try self.init(bytes: Array(text.utf8), source: "inline Flow JSON")
     }
 
-    private init(bytes: [UInt8], source: String, optionalFields: Set<String>) throws {
+    /// The checker of every registered flow's `flows/<name>.json`, loaded once for the whole test run.
+    static let shipped: [String: FlowJSONChecker] = {
+        var checkers: [String: FlowJSONChecker] = [:]
+        for factory in FlowRegistry.all {
+            do {
+                checkers[factory.name] = try FlowJSONChecker(flowFile: factory.name + ".json")
+            } catch {
+                preconditionFailure("flows/\(factory.name).json: \(error)")
+            }
+        }
+        return checkers
+    }()
+
+    /// The shipped flow's checker whose file has a screen `id` (screen ids differ between the shipped flows).
+    static func shipped(knowing id: String) -> FlowJSONChecker? {
+        shipped.values.first { $0.screens[id] != nil }
+    }
+
+    private init(bytes: [UInt8], source: String) throws {
         do {
             root = try JSONParser.parse(bytes)
         } catch {
             throw LoadError(description: "\(source): not JSON: \(error)")
         }
         self.source = source
-        self.optionalFields = optionalFields
         var order: [String] = []
         var screens: [String: Screen] = [:]
         for value in root["screens"]?.arrayValue ?? [] {
@@ -275,6 +294,11 @@ struct FlowJSONChecker: Sendable {
         for name in componentNames(of: screen) where !names.insert(name).inserted {
             problems.append("\(id): component name \(name) used twice")
         }
+        let shown = FlowJSONChecker.expressions(in: screen.layout)
+        if screen.data["error_message"] != nil, !shown.contains("data.error_message") {
+            problems.append("\(id): declares data.error_message, which the layout does not show (the client shows "
+                + "it as a snackbar undeclared; a declared field must be in every answer)")
+        }
 
         // Dynamic references in every string of the layout.
         for expression in FlowJSONChecker.expressions(in: screen.layout) {
@@ -324,8 +348,13 @@ struct FlowJSONChecker: Sendable {
                     continue
                 }
                 let payload = action["payload"]?.objectValue ?? [:]
-                for key in payload.keys.sorted() where screens[target]?.data[key] == nil {
+                let declared = screens[target]?.data ?? [:]
+                for key in payload.keys.sorted() where declared[key] == nil {
                     problems.append("\(id): navigate payload \(key) is not declared in \(target)'s data")
+                }
+                for key in declared.keys.sorted() where payload[key] == nil {
+                    problems.append("\(id): navigate payload to \(target) leaves out data.\(key), which \(target) "
+                        + "declares")
                 }
             case "data_exchange", "complete", "update_data", "open_url":
                 break
@@ -400,9 +429,24 @@ struct FlowJSONChecker: Sendable {
 
     // MARK: - Answers
 
-    /// Everything wrong with `answer` as a reply to `request`; empty when WhatsApp would accept it.
+    /// Everything wrong with `answer` as a reply to `request`, checked on the clear text the endpoint sends for it;
+    /// empty when WhatsApp would accept it.
     func problems(request: FlowRequest, answer: FlowAnswer) -> [String] {
-        guard case .screen(let id, let data) = answer else { return [] }  // 427 is always allowed
+        guard answer.status == 200 else { return [] }  // 427 is always allowed
+        do {
+            return problems(request: request, sent: try JSONParser.parse(answer.clearText))
+        } catch {
+            return ["the answer's clear text is not JSON: \(error)"]
+        }
+    }
+
+    /// Everything wrong with `sent`, the decrypted clear text of a 200 answer to `request`.
+    func problems(request: FlowRequest, sent: JSONValue) -> [String] {
+        guard let id = sent["screen"]?.stringValue, let data = sent["data"]?.objectValue,
+            Set(sent.objectValue?.keys ?? [:].keys) == ["screen", "data"]
+        else {
+            return ["the answer is not {\"screen\": <id>, \"data\": {...}}: \(sent.text.prefix(80))"]
+        }
         let from = request.screen
 
         if id == "SUCCESS" {
@@ -443,13 +487,17 @@ struct FlowJSONChecker: Sendable {
         }
 
         for key in data.keys.sorted() {
+            if key == "error_message", screen.data[key] == nil {
+                if data[key]?.stringValue == nil { problems.append("\(id): data.error_message is not a string") }
+                continue
+            }
             guard let schema = screen.data[key] else {
                 problems.append("\(id): data.\(key) is not declared")
                 continue
             }
             problems += FlowJSONChecker.conformance(of: data[key]!, to: schema, at: "\(id): data.\(key)")
         }
-        for key in screen.data.keys.sorted() where data[key] == nil && !optionalFields.contains(key) {
+        for key in screen.data.keys.sorted() where data[key] == nil {
             problems.append("\(id): declared data.\(key) is missing")
         }
         return problems

@@ -39,7 +39,7 @@ final class RetentionHarness {
     func send(_ flow: any Flow, _ action: FlowAction, screen: String, data: [String: JSONValue] = [:],
               token: String) throws -> FlowAnswer {
         let request = FlowRequest(version: "3.0", action: action, screen: screen, data: data, flowToken: token)
-        return try flow.handle(request, context: FlowContext(database: database, now: now, log: .discard))
+        return try flow.checkedHandle(request, context: FlowContext(database: database, now: now, log: .discard))
     }
 
     /// An appointment journey up to SUCCESS for `fields`.

@@ -26,6 +26,18 @@ func fixtureText(_ name: String) throws -> String {
     try readTextFile(fixturesDirectory + "/" + name, what: "fixture")
 }
 
+/// The names in a directory (without `.` and `..`).
+func listDirectory(_ path: String) throws -> [String] {
+    guard let directory = opendir(path) else { throw FlowJSONChecker.LoadError(description: "cannot list \(path)") }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != ".", name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
+
 /// A fresh temporary directory.
 func temporaryDirectory() -> String {
     var template = Array("/tmp/flowcore-test-XXXXXX".utf8CString)
@@ -84,17 +96,22 @@ struct ClientCall {
     let aesKey: [UInt8]
     let iv: [UInt8]
 
+    /// The clear-text request, when the call was made from one.
+    let clear: JSONValue?
+
     init(_ clear: JSONValue, for key: PrivateKey = TestKeys.pkcs8) {
         let (envelope, aesKey, iv) = FlowCrypto.encryptRequest(clear.serialized, for: key)
         body = envelope.body
         self.aesKey = aesKey
         self.iv = iv
+        self.clear = clear
     }
 
     init(body: [UInt8], aesKey: [UInt8], iv: [UInt8]) {
         self.body = body
         self.aesKey = aesKey
         self.iv = iv
+        clear = nil
     }
 
     func request(path: String = "/flows/demo", secret: String = "secret", method: String = "POST") -> EndpointRequest {
@@ -103,10 +120,29 @@ struct ClientCall {
                         body: body)
     }
 
-    /// Decrypts a 200 or 427 answer.
-    func open(_ response: EndpointResponse) throws -> JSONValue {
-        let clear = try FlowCrypto.openAnswer(String(decoding: response.body, as: UTF8.self), key: aesKey, requestIV: iv)
-        return try JSONParser.parse(clear)
+    /// Decrypts a 200 or 427 answer; an answer of a shipped flow is checked, as sent, against its Flow JSON.
+    func open(_ response: EndpointResponse, sourceLocation: SourceLocation = #_sourceLocation) throws -> JSONValue {
+        let answer = try JSONParser.parse(try FlowCrypto.openAnswer(String(decoding: response.body, as: UTF8.self),
+                                                                    key: aesKey, requestIV: iv))
+        if response.status == 200, let request = flowRequest,
+            let checker = FlowJSONChecker.shipped(knowing: request.screen)
+                ?? FlowJSONChecker.shipped(knowing: answer["screen"]?.stringValue ?? "")
+        {
+            #expect(checker.problems(request: request, sent: answer) == [], "answer breaks \(checker.source)",
+                    sourceLocation: sourceLocation)
+        }
+        return answer
+    }
+
+    /// The request as a flow sees it: `nil` for a ping, an error notification, or anything the endpoint refuses.
+    private var flowRequest: FlowRequest? {
+        guard let clear, let action = clear["action"]?.stringValue.flatMap(FlowAction.init(rawValue:)),
+            let version = clear["version"]?.stringValue, let token = clear["flow_token"]?.stringValue
+        else { return nil }
+        let data = clear["data"]?.objectValue ?? [:]
+        if let error = data["error_key"] ?? data["error"], error != .null { return nil }
+        return FlowRequest(version: version, action: action, screen: clear["screen"]?.stringValue ?? "", data: data,
+                           flowToken: token)
     }
 }
 
@@ -125,5 +161,25 @@ func expectNoPersonalData(inLog path: String, _ values: [String], sourceLocation
             Issue.record("the log \(path) holds personal data: \(line.replacing(value, with: "<personal data>"))",
                          sourceLocation: sourceLocation)
         }
+    }
+}
+
+// MARK: - Shipped flows, checked
+
+extension Flow {
+    /// Runs the flow as the endpoint does and checks the answer, as sent (`FlowAnswer.clearText`), against
+    /// `flows/<name>.json`. Unit tests call a flow only through here (directly or through the harnesses), so every
+    /// answer any test produces is checked (`FlowJSONCheckerTests.everyFlowAnswerInTheTestsIsChecked` keeps it that
+    /// way); answers through an endpoint are checked where the client opens them, in `ClientCall.open`.
+    func checkedHandle(_ request: FlowRequest, context: FlowContext,
+                       sourceLocation: SourceLocation = #_sourceLocation) throws -> FlowAnswer {
+        let answer = try handle(request, context: context)
+        guard let checker = FlowJSONChecker.shipped[name] else {
+            Issue.record("no flows/\(name).json for the flow '\(name)'", sourceLocation: sourceLocation)
+            return answer
+        }
+        let problems = checker.problems(request: request, answer: answer)
+        #expect(problems == [], "answer breaks flows/\(name).json", sourceLocation: sourceLocation)
+        return answer
     }
 }

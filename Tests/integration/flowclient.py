@@ -10,7 +10,8 @@ Independent of the responder's code: it only follows the protocol (shared spec, 
 * ``http_request`` / ``HttpConnection`` is a small HTTP/1.1 client over a raw socket, so callers control
   every header line (including duplicates), can send a body slowly, or hang up in the middle.
 
-Only the Python standard library and the ``cryptography`` package are used.
+Only the Python standard library and the ``cryptography`` package are used. Every decrypted answer of a shipped
+flow is checked against its Flow JSON (flowjson.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Iterable, Sequence
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+import flowjson
 
 __all__ = [
     "KeyPair",
@@ -194,14 +197,22 @@ class RequestContext:
     aes_key: bytes
     iv: bytes
     body: bytes  # the raw JSON envelope that was (or will be) POSTed
+    request: dict | bytes | None = None  # the clear-text request, for checking the answer against the Flow JSON
 
     def decrypt_answer(self, body: bytes | str) -> dict:
-        """Decrypt a 200 (or 427) answer body: base64(AES-GCM(ciphertext || tag)) under the inverted IV."""
+        """Decrypt a 200 (or 427) answer body: base64(AES-GCM(ciphertext || tag)) under the inverted IV.
+
+        An answer of a shipped flow (``flows/*.json``) must satisfy that Flow JSON (flowjson.py): every declared
+        field, nothing undeclared but ``error_message``, a transition the ``routing_model`` allows.
+        """
         if isinstance(body, bytes):
             body = body.decode("ascii")
         blob = base64.b64decode(body.strip(), validate=True)
         clear = AESGCM(self.aes_key).decrypt(invert_iv(self.iv), blob, None)
-        return json.loads(clear.decode("utf-8"))
+        answer = json.loads(clear.decode("utf-8"))
+        problems = flowjson.answer_problems(self.request, answer) if self.request is not None else []
+        assert not problems, f"the answer breaks the Flow JSON: {problems}"
+        return answer
 
 
 class FlowCrypto:
@@ -245,7 +256,7 @@ class FlowCrypto:
         }
         if extra:
             envelope.update(extra)
-        return RequestContext(aes_key, iv, json.dumps(envelope).encode("utf-8"))
+        return RequestContext(aes_key, iv, json.dumps(envelope).encode("utf-8"), request)
 
 
 def sign(secret: str | bytes, body: bytes) -> str:

@@ -263,7 +263,7 @@ def test_processes_racing_for_the_last_seat_book_it_once(prefork, slot):
     # Everyone reaches SUMMARY for the same slot (tomorrow) while it is still free.
     with ThreadPoolExecutor(8) as pool:
         fields = list(pool.map(lambda t: client.journey_to_summary(t, tomorrow, lambda times: slot), tokens))
-    assert all(f["time"] == slot for f in fields)
+    assert [f["time"] for f in fields] == [slot] * racers, fields
 
     # Then all confirm at once: connections made and requests encrypted first, released by one barrier.
     prepared = [client.prepare(token, "data_exchange", "SUMMARY", f) for token, f in zip(tokens, fields)]

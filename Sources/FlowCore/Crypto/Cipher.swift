@@ -211,12 +211,19 @@ public enum Digest {
         message.withUnsafeBufferPointer { hmacSHA256(key: key, message: $0) }
     }
 
-    /// Compares two byte strings in time that depends only on their lengths.
-    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    /// A comparison of `count` bytes at two addresses: 0 when they are equal.
+    public typealias Comparison = @convention(c) (UnsafeRawPointer?, UnsafeRawPointer?, Int) -> Int32
+
+    /// OpenSSL's `CRYPTO_memcmp`, which reads every byte whatever they hold (no early exit), the comparison
+    /// `constantTimeEqual` uses.
+    public static let constantTimeComparison: Comparison = CRYPTO_memcmp
+
+    /// Compares two byte strings in time that depends only on their lengths: equal lengths are handed whole to
+    /// `compare` (`constantTimeComparison`; a parameter so a test can watch what it is given).
+    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8],
+                                         compare: Comparison = constantTimeComparison) -> Bool {
         guard a.count == b.count else { return false }
-        var diff: UInt8 = 0
-        for i in 0..<a.count { diff |= a[i] ^ b[i] }
-        return diff == 0
+        return a.withUnsafeBytes { x in b.withUnsafeBytes { y in compare(x.baseAddress, y.baseAddress, x.count) == 0 } }
     }
 
     /// Cryptographically random bytes.

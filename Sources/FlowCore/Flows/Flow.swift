@@ -67,6 +67,32 @@ public enum FlowAnswer: Sendable, Equatable {
         }
     }
 
+    /// The clear text the endpoint encrypts for this answer, exactly as sent: `{"screen":...,"data":...}` (a
+    /// prepared screen's bytes serialized once), or `{"error_msg":...}` for a 427.
+    public var clearText: [UInt8] {
+        switch self {
+        case .screen(let id, let data):
+            return JSONValue.object(["screen": .string(id), "data": .object(data)]).serialized
+        case .prepared(let screen): return screen.clearText
+        case .tokenNoLongerValid(let message): return JSONValue.object(["error_msg": .string(message)]).serialized
+        }
+    }
+
+    /// The HTTP status the answer is sent with: 200, or 427 when the token is no longer valid.
+    public var status: Int {
+        if case .tokenNoLongerValid = self { return 427 }
+        return 200
+    }
+
+    /// Show `screen` with `data` and, when `errorMessage` is given, the client's snackbar `error_message` (a field
+    /// the Flow JSON does not declare: FLOWS-PROTOCOL.md section 3).
+    public static func screen(_ id: String, data: [String: JSONValue], errorMessage: String?) -> FlowAnswer {
+        guard let errorMessage else { return .screen(id, data: data) }
+        var data = data
+        data["error_message"] = .string(errorMessage)
+        return .screen(id, data: data)
+    }
+
     /// The reserved completion screen, carrying `params` back to the business in the `nfm_reply` webhook.
     public static func success(params: [String: JSONValue]) -> FlowAnswer {
         .screen("SUCCESS", data: ["extension_message_response": .object(["params": .object(params)])])
@@ -87,7 +113,7 @@ public struct PreparedScreen: Sendable, Equatable {
     public init(_ id: String, data: [String: JSONValue]) {
         self.id = id
         self.data = data
-        clearText = JSONValue.object(["screen": .string(id), "data": .object(data)]).serialized
+        clearText = FlowAnswer.screen(id, data: data).clearText
     }
 
     /// Equal when id and data are.

@@ -5,7 +5,8 @@ import Musl
 #endif
 
 /// `X-Hub-Signature-256` verification: `sha256=` + hex HMAC-SHA256 of the exact raw body, compared in constant
-/// time against every configured app secret (current and previous).
+/// time (`Digest.constantTimeEqual`: OpenSSL's `CRYPTO_memcmp`) against every configured app secret (current and
+/// previous).
 public enum Signature {
     /// The FastCGI/CGI parameter the header arrives as.
     public static let parameterName = "HTTP_X_HUB_SIGNATURE_256"

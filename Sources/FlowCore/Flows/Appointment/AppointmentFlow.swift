@@ -304,8 +304,7 @@ private struct AppointmentExchange {
                 })
             }
         }
-        if let error { data["error_message"] = .string(error) }
-        return .screen(Screen.appointment, data: data)
+        return .screen(Screen.appointment, data: data, errorMessage: error)
     }
 
     // MARK: - Screens
@@ -340,12 +339,7 @@ private struct AppointmentExchange {
         var fields = sent.trimmed
         let (choices, problem) = narrow(sent.choices)
         return try gate(saving: choices) { _ throws(DatabaseError) in
-            func again(_ message: String) -> FlowAnswer {
-                .screen(Screen.details, data: [
-                    "department": .string(sent.department), "location": .string(sent.location),
-                    "date": .string(sent.date), "time": .string(sent.time), "error_message": .string(message),
-                ])
-            }
+            func again(_ message: String) -> FlowAnswer { detailsScreen(sent, error: message) }
             if choices.time == nil || problem != nil {
                 return again(AppointmentExchange.incompleteMessage)
             }
@@ -357,6 +351,13 @@ private struct AppointmentExchange {
             fields.time = choices.time ?? fields.time
             return summaryScreen(fields, error: nil)
         }
+    }
+
+    /// DETAILS's data: the slot chosen on APPOINTMENT (the `navigate` payload of `flows/appointment.json`), as sent.
+    func detailsScreen(_ fields: AppointmentFields, error: String?) -> FlowAnswer {
+        .screen(Screen.details, data: ["department": .string(fields.department), "location": .string(fields.location),
+                                       "date": .string(fields.date), "time": .string(fields.time)],
+                errorMessage: error)
     }
 
     /// The display line of a slot: `Beauty & Personal Care at King’s Cross, London` / `Mon Mar 02 2026 at 11:30`.
@@ -374,8 +375,7 @@ private struct AppointmentExchange {
         var details = "Name: \(fields.name)\nEmail: \(fields.email)\nPhone: \(fields.phone)"
         if !fields.moreDetails.isEmpty { details += "\n\n\(fields.moreDetails)" }
         data["details"] = .string(details)
-        if let error { data["error_message"] = .string(error) }
-        return .screen(Screen.summary, data: data)
+        return .screen(Screen.summary, data: data, errorMessage: error)
     }
 
     func success(_ booking: AppointmentBooking) -> FlowAnswer {

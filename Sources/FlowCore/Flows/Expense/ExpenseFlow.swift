@@ -4,9 +4,9 @@
 /// is the session: once it completed, every request for it gets 427, except an identical retry of the completing
 /// submit, which gets the same `SUCCESS` again. Either way one expense is stored per token.
 ///
-/// `EXPENSE_FORM` data (always all of them, `error_message` only when there is something to say):
-/// `categories` (array of `{id, title}`), `currency`, `amount_label`, `amount`, `category`, `description`, `date`
-/// (`YYYY-MM-DD`), `max_date` (today), `error_message`.
+/// `EXPENSE_FORM` data (all of them in every answer, as the Flow JSON declares them): `categories` (array of
+/// `{id, title}`), `currency`, `amount_label`, `amount`, `category`, `description`, `date` (`YYYY-MM-DD`), `max_date`
+/// (today); plus the client's own `error_message` (undeclared) when there is something to say.
 ///
 /// Settings:
 /// - `EXPENSE_CATEGORIES`: `id:Title,id:Title,...` (default `food:Food,transport:Transport,lodging:Lodging,
@@ -152,7 +152,7 @@ public struct ExpenseFlow: Flow {
     /// The answer showing `EXPENSE_FORM` with these values.
     func formAnswer(amount: String, category: String, description: String, date: String, today: String,
                     error: String?) -> FlowAnswer {
-        var data: [String: JSONValue] = [
+        let data: [String: JSONValue] = [
             "categories": .array(categories.map { .object(["id": .string($0.id), "title": .string($0.title)]) }),
             "currency": .string(currency),
             "amount_label": .string("Amount (\(currency))"),
@@ -162,8 +162,7 @@ public struct ExpenseFlow: Flow {
             "date": .string(date),
             "max_date": .string(today),
         ]
-        if let error { data["error_message"] = .string(error) }
-        return .screen(ExpenseFlow.formScreen, data: data)
+        return .screen(ExpenseFlow.formScreen, data: data, errorMessage: error)
     }
 
     /// The fields of a submit that make it "the same submit" for an idempotent retry.

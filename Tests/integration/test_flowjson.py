@@ -1,0 +1,145 @@
+"""The integration client's Flow JSON check (flowjson.py), which every decrypted answer goes through."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+import flowjson
+from flowclient import FlowCrypto, invert_iv
+
+APPOINTMENT = next(flow for flow in flowjson.SHIPPED if flow.path.name == "appointment.json")
+EXPENSE = next(flow for flow in flowjson.SHIPPED if flow.path.name == "expense.json")
+TOKEN = "flowjson-token"
+
+FIRST_SCREEN = {
+    "department": [{"id": "beauty", "title": "Beauty & Personal Care"}],
+    "location": [{"id": "1", "title": "King’s Cross, London"}],
+    "is_location_enabled": False,
+    "date": [{"id": "none", "title": "Choose a location first", "enabled": False}],
+    "is_date_enabled": False,
+    "time": [{"id": "none", "title": "Choose a date first", "enabled": False}],
+    "is_time_enabled": False,
+}
+SLOT = {"department": "beauty", "location": "1", "date": "2026-03-02", "time": "11:30"}
+
+
+def request(action: str, screen: str = "", data: dict | None = None) -> dict:
+    return {"version": "3.0", "action": action, "flow_token": TOKEN, "screen": screen, "data": data or {}}
+
+
+def without(data: dict, name: str) -> dict:
+    return {k: v for k, v in data.items() if k != name}
+
+
+def test_the_shipped_flows_are_found_by_distinct_screen_ids():
+    assert sorted(flow.path.name for flow in flowjson.SHIPPED) == ["appointment.json", "expense.json"]
+    ids = [screen for flow in flowjson.SHIPPED for screen in flow.order]
+    assert len(ids) == len(set(ids)) and "APPOINTMENT" in ids and "EXPENSE_FORM" in ids, ids
+
+
+def test_every_navigate_payload_fills_its_targets_declaration():
+    for flow in flowjson.SHIPPED:
+        root = json.loads(flow.path.read_text(encoding="utf-8"))
+        navigations = []
+        for screen in root["screens"]:
+            for action in actions(screen["layout"]):
+                if action["name"] == "navigate":
+                    target = action["next"]["name"]
+                    navigations.append((screen["id"], target))
+                    assert set(action.get("payload", {})) == set(flow.declared[target]), (screen["id"], target)
+        expected = {"appointment.json": [("APPOINTMENT", "DETAILS"), ("SUMMARY", "TERMS")], "expense.json": []}
+        assert navigations == expected[flow.path.name]
+
+
+def test_error_message_is_declared_only_where_the_layout_shows_it():
+    for flow in flowjson.SHIPPED:
+        root = json.loads(flow.path.read_text(encoding="utf-8"))
+        for screen in root["screens"]:
+            shown = "${data.error_message}" in json.dumps(screen["layout"])
+            assert ("error_message" in screen.get("data", {})) == shown, (flow.path.name, screen["id"])
+
+
+def actions(value):
+    if isinstance(value, dict):
+        for key, member in value.items():
+            if key.endswith("-action"):
+                yield member
+            yield from actions(member)
+    elif isinstance(value, list):
+        for member in value:
+            yield from actions(member)
+
+
+def test_valid_answers_pass():
+    assert flowjson.answer_problems(request("INIT"), {"screen": "APPOINTMENT", "data": FIRST_SCREEN}) == []
+    refresh = {**FIRST_SCREEN, "error_message": "Please choose again."}
+    assert flowjson.answer_problems(request("data_exchange", "APPOINTMENT", {"department": "x"}),
+                                    {"screen": "APPOINTMENT", "data": refresh}) == []
+    assert flowjson.answer_problems(request("BACK", "APPOINTMENT"),
+                                    {"screen": "APPOINTMENT", "data": FIRST_SCREEN}) == []
+    assert flowjson.answer_problems(request("data_exchange", "DETAILS"),
+                                    {"screen": "DETAILS", "data": {**SLOT, "error_message": "x"}}) == []
+    success = {"screen": "SUCCESS", "data": {"extension_message_response": {"params": {"flow_token": TOKEN}}}}
+    assert flowjson.answer_problems(request("data_exchange", "SUMMARY"), success) == []
+    assert flowjson.answer_problems(request("INIT"), {"error_msg": "expired"}) == []
+    assert flowjson.answer_problems({"version": "3.0", "action": "ping"}, {"data": {"status": "active"}}) == []
+
+
+WRONG = [
+    ("a declared field left out", request("INIT"), {"screen": "APPOINTMENT", "data": without(FIRST_SCREEN, "time")},
+     "APPOINTMENT: declared data.time is missing"),
+    ("an undeclared field", request("INIT"), {"screen": "APPOINTMENT", "data": {**FIRST_SCREEN, "extra": 1}},
+     "APPOINTMENT: data.extra is not declared"),
+    ("error_message not a string", request("BACK", "APPOINTMENT"),
+     {"screen": "APPOINTMENT", "data": {**FIRST_SCREEN, "error_message": 5}}, "data.error_message is not a string"),
+    ("a wrong type inside a list", request("INIT"),
+     {"screen": "APPOINTMENT", "data": {**FIRST_SCREEN, "location": [{"id": 1, "title": "x"}]}},
+     "APPOINTMENT: data.location[0].id: expected string"),
+    ("a boolean as a string", request("INIT"),
+     {"screen": "APPOINTMENT", "data": {**FIRST_SCREEN, "is_date_enabled": "false"}}, "expected boolean"),
+    ("INIT answered with a later screen", request("INIT"), {"screen": "DETAILS", "data": SLOT},
+     "not the entry screen"),
+    ("a screen skipped", request("data_exchange", "APPOINTMENT"), {"screen": "SUMMARY", "data": {}},
+     "APPOINTMENT -> SUMMARY is neither a refresh nor an edge"),
+    ("sent backwards", request("data_exchange", "SUMMARY"), {"screen": "DETAILS", "data": SLOT},
+     "SUMMARY -> DETAILS is neither a refresh nor an edge"),
+    ("BACK to an unrelated screen", request("BACK", "APPOINTMENT"), {"screen": "DETAILS", "data": SLOT},
+     "BACK to APPOINTMENT answered with DETAILS"),
+    ("DETAILS without its slot", request("data_exchange", "DETAILS"),
+     {"screen": "DETAILS", "data": {"error_message": "x"}}, "DETAILS: declared data.department is missing"),
+    ("SUCCESS for another token", request("data_exchange", "SUMMARY"),
+     {"screen": "SUCCESS", "data": {"extension_message_response": {"params": {"flow_token": "other"}}}},
+     "flow_token is not the request's flow token"),
+    ("the expense form without max_date", request("INIT"),
+     {"screen": "EXPENSE_FORM", "data": {"categories": [], "currency": "EUR", "amount_label": "Amount (EUR)",
+                                         "amount": "", "category": "", "description": "", "date": "2026-01-01"}},
+     "EXPENSE_FORM: declared data.max_date is missing"),
+]
+
+
+@pytest.mark.parametrize("label,sent,answer,expected", WRONG, ids=[case[0] for case in WRONG])
+def test_wrong_answers_are_reported(label, sent, answer, expected):
+    problems = flowjson.answer_problems(sent, answer)
+    assert any(expected in problem for problem in problems), (label, problems)
+
+
+def test_the_client_refuses_to_decrypt_an_answer_that_breaks_the_flow_json(keys):
+    """The check runs inside RequestContext.decrypt_answer, the one way every test reads an answer."""
+    context = FlowCrypto.from_file(keys.public_pem).encrypt(request("INIT"))
+
+    def sealed(answer: dict) -> bytes:
+        clear = json.dumps(answer).encode()
+        return base64.b64encode(AESGCM(context.aes_key).encrypt(invert_iv(context.iv), clear, None))
+
+    good = {"screen": "APPOINTMENT", "data": FIRST_SCREEN}
+    assert context.decrypt_answer(sealed(good)) == good
+    with pytest.raises(AssertionError, match="declared data.is_time_enabled is missing"):
+        context.decrypt_answer(sealed({"screen": "APPOINTMENT", "data": without(FIRST_SCREEN, "is_time_enabled")}))
+    # The exact clear text sent (bytes) is read the same way.
+    context = FlowCrypto.from_file(keys.public_pem).encrypt(json.dumps(request("INIT")).encode())
+    with pytest.raises(AssertionError, match="data.extra is not declared"):
+        context.decrypt_answer(sealed({"screen": "APPOINTMENT", "data": {**FIRST_SCREEN, "extra": True}}))
