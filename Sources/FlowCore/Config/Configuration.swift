@@ -53,6 +53,13 @@ public struct Configuration: Sendable {
         if settings["APP_SECRET"] == nil, settings["APP_SECRET_PREVIOUS"] != nil {
             throw ConfigError("APP_SECRET_PREVIOUS is set but APP_SECRET is not: set the current secret too")
         }
+        for name in ["APP_SECRET", "APP_SECRET_PREVIOUS"] {
+            // Meta's app secrets are hex digits: a space or control character is a copy-and-paste accident.
+            if let value = settings[name], !value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+                throw ConfigError(setting: name, value: value, "contains spaces or characters other than printable "
+                    + "ASCII: copy the app secret again from the Meta app dashboard (App settings, Basic)")
+            }
+        }
         if signatureCheck, appSecrets.isEmpty {
             throw ConfigError("APP_SECRET is not set: requests cannot be authenticated. Set APP_SECRET to the Meta "
                 + "app secret (or SIGNATURE_CHECK=off for local development only)")
@@ -96,7 +103,7 @@ public struct Configuration: Sendable {
 
         if let level = settings["LOG_LEVEL"] {
             guard let parsed = LogLevel(name: level) else {
-                throw ConfigError("LOG_LEVEL=\(level): expected debug, info, warning or error")
+                throw ConfigError(setting: "LOG_LEVEL", value: level, "expected debug, info, warning or error")
             }
             logLevel = parsed
         } else {
@@ -121,12 +128,13 @@ public struct Configuration: Sendable {
     public static func databasePath(_ settings: Settings) throws(ConfigError) -> String? {
         guard let url = settings["DATABASE_URL"] else { return nil }
         guard url.hasPrefix("sqlite:") else {
-            throw ConfigError("DATABASE_URL=\(url): only sqlite:/path/to/flows.db is supported")
+            throw ConfigError(setting: "DATABASE_URL", value: url, "only sqlite:/path/to/flows.db is supported")
         }
         var path = String(url.dropFirst("sqlite:".count))
         if path.hasPrefix("//") { path.removeFirst(2) }
         guard path.hasPrefix("/") else {
-            throw ConfigError("DATABASE_URL=\(url): give an absolute path, e.g. sqlite:/var/lib/flows-fcgi/flows.db")
+            throw ConfigError(setting: "DATABASE_URL", value: url,
+                              "give an absolute path, e.g. sqlite:/var/lib/flows-fcgi/flows.db")
         }
         return path
     }
