@@ -1,9 +1,15 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The endpoint's validated configuration: keys parsed, secrets decoded, limits checked. Built once per process.
 public struct Configuration: Sendable {
     /// Settings the core reads (flows add their own through `FlowFactory.settingNames`).
     public static let coreSettingNames: [String] = [
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
-        "DATABASE_URL", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK", "DATABASE_BUSY_TIMEOUT_MS",
+        "DATABASE_URL", "DATABASE_GROUP", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK", "DATABASE_BUSY_TIMEOUT_MS",
     ] + WebhookSettings.settingNames + Retention.settingNames + RuntimeSettings.settingNames
 
     /// Every setting name known to the core and the registered flows.
@@ -19,6 +25,8 @@ public struct Configuration: Sendable {
     public let keys: [PrivateKey]
     /// SQLite file from `DATABASE_URL=sqlite:/path`, if configured.
     public let databasePath: String?
+    /// `DATABASE_GROUP`: the group of a database file the responder creates (0640 instead of 0600), if any.
+    public let databaseGroup: gid_t?
     /// How long a statement waits for another process's lock.
     public let busyTimeoutMilliseconds: Int32
     /// Least severe level logged.
@@ -99,6 +107,7 @@ public struct Configuration: Sendable {
         self.keys = keys
 
         databasePath = try Configuration.databasePath(settings)
+        databaseGroup = try Configuration.databaseGroup(settings)
         busyTimeoutMilliseconds = Int32(try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000))
 
         if let level = settings["LOG_LEVEL"] {
@@ -137,6 +146,15 @@ public struct Configuration: Sendable {
                               "give an absolute path, e.g. sqlite:/var/lib/flows-fcgi/flows.db")
         }
         return path
+    }
+
+    /// The group id of `DATABASE_GROUP` (a group name or number; `nil` when unset), for every process that may
+    /// create the database file.
+    public static func databaseGroup(_ settings: Settings) throws(ConfigError) -> gid_t? {
+        guard let name = settings["DATABASE_GROUP"] else { return nil }
+        if let entry = getgrnam(name) { return entry.pointee.gr_gid }
+        if let number = gid_t(name), number != gid_t.max { return number }
+        throw ConfigError(setting: "DATABASE_GROUP", value: name, "no such group")
     }
 
     /// Flow names in registration order.
