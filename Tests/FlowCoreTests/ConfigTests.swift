@@ -141,6 +141,23 @@ struct ConfigTests {
         }
     }
 
+    @Test func aPEMPastedWithoutQuotesIsNotQuotedBack() throws {
+        let dir = temporaryDirectory()
+        writeFile(dir + "/flows.env", "PRIVATE_KEY=-----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN+hunter2/Kw==\n")
+        let error = #expect(throws: ConfigError.self) {
+            try Settings(environment: [:], file: dir + "/flows.env", names: [])
+        }
+        #expect(error?.description.contains("flows.env line 2") == true, "\(error?.description ?? "")")
+        #expect(error?.description.contains("hunter2") == false)
+        // A base64 line that happens to be a valid name: ignored with a warning that does not repeat it.
+        writeFile(dir + "/flows.env",
+                  "APP_SECRET=s\nPRIVATE_KEY_FILE=\(keys)/pkcs8.pem\nMIIEvQIBhunter2==\nLOG_LEVL=info\n")
+        let settings = try Settings(environment: [:], file: dir + "/flows.env", names: [])
+        let warnings = try Configuration(settings: settings, flows: []).warnings
+        #expect(warnings.count == 2 && warnings.allSatisfy { !$0.contains("hunter2") }, "\(warnings)")
+        #expect(warnings.contains { $0.contains("unknown setting LOG_LEVL") })
+    }
+
     @Test func callbackTargetQuotesItsURLWithoutTheToken() throws {
         let target = try CallbackTarget(url: "https://hooks.example/done?token=hunter2")
         #expect(target.url == "https://hooks.example/done?token=<hidden>")

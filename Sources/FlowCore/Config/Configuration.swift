@@ -9,7 +9,8 @@ public struct Configuration: Sendable {
     /// Settings the core reads (flows add their own through `FlowFactory.settingNames`).
     public static let coreSettingNames: [String] = [
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
-        "DATABASE_URL", "DATABASE_GROUP", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK", "DATABASE_BUSY_TIMEOUT_MS",
+        "DATABASE_URL", "DATABASE_GROUP", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK",
+        "DATABASE_BUSY_TIMEOUT_MS",
     ] + WebhookSettings.settingNames + Retention.settingNames + RuntimeSettings.settingNames
 
     /// Every setting name known to the core and the registered flows.
@@ -53,7 +54,14 @@ public struct Configuration: Sendable {
         var warnings: [String] = []
         let known = Configuration.allSettingNames.union(factories.flatMap(\.settingNames))
         for key in settings.fileKeys where !known.contains(key) {
-            warnings.append("\(settings.file ?? "config file"): unknown setting \(key) (ignored)")
+            // Setting names are upper case: a mixed-case "name" is more likely a line of a PEM pasted without
+            // quotes (base64 ending in '='), which is not repeated.
+            let looksLikeName = key.utf8.count <= 64
+                && key.utf8.allSatisfy { ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
+            warnings.append("\(settings.file ?? "config file"): "
+                + (looksLikeName ? "unknown setting \(key) (ignored)"
+                    : "a line that is not an upper-case setting name (ignored, not shown; a multi-line value such as "
+                        + "a PEM goes in double quotes)"))
         }
 
         signatureCheck = try settings.flag("SIGNATURE_CHECK", default: true)

@@ -74,7 +74,9 @@ public struct Settings: Sendable {
             }
             let key = String(line[..<eq]).trimmingSpaces()
             guard !key.isEmpty, key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
-                throw ConfigError("\(file) line \(number): invalid setting name '\(key)'")
+                // Not quoted: such a line is often a PEM pasted without quotes, its last base64 line ending in '='.
+                throw ConfigError("\(file) line \(number): what stands before '=' is not a setting name (letters, "
+                    + "digits and _ only; a multi-line value such as a PEM goes in double quotes)")
             }
             var value = String(line[line.index(after: eq)...]).trimmingSpaces()
             if value.hasPrefix("\"") {
