@@ -19,7 +19,9 @@
 #   FLOWS_FCGI_SOCKET_USER   socket owner, root only     (www-data: nginx's worker user on Debian)
 #   FLOWS_FCGI_SOCKET_GROUP  socket group, root only     (that user's group)
 #   FLOWS_FCGI_USER          run the responders as this user, root only (unset: as the caller).
-#                            It needs to read the config and keys and write the database and log.
+#                            It needs to read the config and keys and write the database and log:
+#                            config file and keys mode 0640 root:<its group> (or 0600 owned by it);
+#                            it creates the database 0600 (0640 with DATABASE_GROUP). flows-fcgi check says so.
 #   FLOWS_FCGI_PROCESSES     processes to fork           (2)
 #   FLOWS_FCGI_THREADS       threads per process         (unset: the responder's default)
 #   FLOWS_FCGI_LOG           log file (spawn-fcgi sends the children's stderr to /dev/null)

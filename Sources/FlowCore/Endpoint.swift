@@ -139,7 +139,7 @@ public final class Worker {
         slot = self.metrics.makeSlot()
         if let path = configuration.databasePath {
             let database = try Database(path: path, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
-                                        migrations: configuration.migrations)
+                                        migrations: configuration.migrations, fileGroup: configuration.databaseGroup)
             self.database = database
             slot.connection.withLock { $0 = database.interruptHandle }
         } else {

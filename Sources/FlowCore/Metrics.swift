@@ -26,7 +26,7 @@ public struct RuntimeSettings: Sendable {
         switch settings["LOG_FORMAT"]?.lowercased() ?? "text" {
         case "text": logFormat = .text
         case "json": logFormat = .json
-        default: throw ConfigError("LOG_FORMAT=\(settings["LOG_FORMAT"] ?? ""): expected text or json")
+        default: throw ConfigError(setting: "LOG_FORMAT", value: settings["LOG_FORMAT"] ?? "", "expected text or json")
         }
         maxRequests = try settings.integer("MAX_REQUESTS", default: 0, range: 0...1_000_000_000)
         requestDeadlineMilliseconds = try settings.integer("REQUEST_DEADLINE_MS", default: 8000, range: 100...600_000)

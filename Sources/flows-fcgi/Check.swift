@@ -16,7 +16,8 @@ enum Check {
         Loads the settings (--config FILE, the environment overriding it) as the responder does and reports:
         each private key (file, size, public key fingerprint), the app secret (never shown) and the signature
         check, the database (opens, writable, WAL, migrations), file permissions (private keys, passphrase file
-        and config file must not be readable by group or others) and the log file.
+        and config file: 0600, or 0640 for the responder's group, never for others nor group-writable; the
+        database and its -wal and -shm: 0600, or 0640 in DATABASE_GROUP) and the log file.
         Exit status: 0 when all is well, 1 when something is reported as PROBLEM, 78 when the configuration does
         not load at all (the reason is printed).
         """
@@ -98,7 +99,8 @@ enum Check {
         }
     }
 
-    /// Files holding secrets must not be readable (or writable) by group or others.
+    /// Files holding secrets: readable by their group at most (0640 root:<the responder's group> is the Debian norm
+    /// for such files), never by others, never writable by anyone but the owner.
     private static func permissions(_ settings: Settings, _ configuration: Configuration, configFile: String?,
                                     _ report: inout Report) {
         // A key loaded from a file has that file as its source; an inline one has PRIVATE_KEY.
@@ -113,9 +115,12 @@ enum Check {
                 continue
             }
             let mode = info.st_mode & 0o7777
-            if mode & 0o077 != 0 {
-                report.problem("\(what) \(path) has mode \(octal(mode)): group or others can read or change it "
-                    + "(chmod 600 \(path), owned by the user the responder runs as)")
+            if mode & 0o037 != 0 {
+                report.problem("\(what) \(path) has mode \(octal(mode)): "
+                    + (mode & 0o007 != 0 ? "others" : "its group") + " can read or change it (chmod 640 \(path), "
+                    + "owned by root and the responder's group, or chmod 600 owned by the responder's user)")
+            } else if mode & 0o040 != 0 {
+                report.ok("\(what) \(path) has mode \(octal(mode)) (group \(groupName(info.st_gid)) can read it)")
             } else {
                 report.ok("\(what) \(path) has mode \(octal(mode))")
             }
@@ -137,6 +142,7 @@ enum Check {
             notCreatedYet("database", path, &report)
             return
         }
+        databaseModes(path, group: configuration.databaseGroup, &report)
         let database: Database
         do {
             database = try Database(path: path, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds)
@@ -181,6 +187,27 @@ enum Check {
         } catch {
             report.problem("database \(path): cannot read its state: \(error.description)")
         }
+    }
+
+    /// The database and its `-wal` and `-shm` (personal data, all three) readable by the owner only, or by
+    /// `DATABASE_GROUP` too; never by others, never writable by the group.
+    private static func databaseModes(_ path: String, group: gid_t?, _ report: inout Report) {
+        for file in [path, path + "-wal", path + "-shm"] {
+            var info = stat()
+            guard stat(file, &info) == 0 else { continue }
+            let mode = info.st_mode & 0o7777
+            let groupMayRead = group == info.st_gid
+            guard mode & 0o037 != 0 || (mode & 0o040 != 0 && !groupMayRead) else { continue }
+            let who = mode & 0o007 != 0 ? "others" : "group \(groupName(info.st_gid))"
+            let fix = group.map { "chmod 640 \(file); chgrp \(groupName($0)) \(file)" } ?? "chmod 600 \(file)"
+            report.problem("database file \(file) has mode \(octal(mode)): \(who) can read"
+                + (mode & 0o022 != 0 ? " or change" : "") + " the personal data in it (\(fix)"
+                + (group == nil ? ", or set DATABASE_GROUP for a group that must read it" : "") + ")")
+        }
+    }
+
+    private static func groupName(_ gid: gid_t) -> String {
+        getgrgid(gid).map { String(cString: $0.pointee.gr_name) } ?? String(gid)
     }
 
     private static func logFile(_ configuration: Configuration, _ report: inout Report) {

@@ -73,7 +73,8 @@ enum Command {
             let migrations = try FlowRegistry.all.flatMap { factory throws(ConfigError) in
                 try factory.make(settings).migrations
             }
-            database = try Database(path: path, migrations: migrations)
+            database = try Database(path: path, migrations: migrations,
+                                    fileGroup: try Configuration.databaseGroup(settings))
         } catch let error as ConfigError {
             return fail("configuration error: \(error.description)")
         } catch {

@@ -1,3 +1,4 @@
+import CFlowsFastCGI
 import FlowCore
 
 #if canImport(Glibc)
@@ -10,12 +11,21 @@ import Musl
 /// SIGTERM/SIGINT, which is passed on to every child; returns once all have exited.
 ///
 /// The parent holds no database connection and serves no requests: a crash in a child costs only that child.
+/// A child whose parent dies (SIGKILL, OOM killer) gets SIGTERM from the kernel and stops the way SIGTERM always
+/// stops it (no more accepting, requests in flight answered, exit), so no orphan keeps the socket busy.
 func prefork(processes: Int, log: Logger, serve: @escaping () -> Int32) -> Int32 {
     var children: [pid_t: Int] = [:]
     var recentStarts: [Int] = []
+    let master = getpid()
     func spawn(slot: Int) {
         let pid = fork()
         if pid == 0 {
+            // SIGTERM is blocked in every thread (main.swift), so it waits for the serving loop's signal wait.
+            if cflows_set_parent_death_signal(SIGTERM) != 0 {
+                log.warning("cannot ask for SIGTERM when the master exits", ["error": errnoText()])
+            }
+            // The master may have died between fork and prctl: then no death signal will come.
+            if getppid() != master { kill(getpid(), SIGTERM) }
             exit(serve())
         }
         if pid < 0 {

@@ -62,7 +62,8 @@ enum Purge {
             lifetime = Retention.sessionLifetimeSeconds(flows)
             let timeout = try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000)
             database = try Database(path: path, busyTimeoutMilliseconds: Int32(timeout),
-                                    migrations: flows.flatMap(\.migrations) + WebhookStore.migrations)
+                                    migrations: flows.flatMap(\.migrations) + WebhookStore.migrations,
+                                    fileGroup: try Configuration.databaseGroup(settings))
         } catch let error as ConfigError {
             printError("configuration error: \(error.description)")
             return ExitStatus.config

@@ -97,4 +97,70 @@ struct ConfigTests {
         #expect(error?.description.contains("bad.env line 1") == true)
         #expect(throws: ConfigError.self) { try Settings(environment: [:], file: dir + "/none.env", names: []) }
     }
+
+    @Test func secretSettingsAreNamedButNeverShown() {
+        for name in ["APP_SECRET", "APP_SECRET_PREVIOUS", "API_TOKEN", "VERIFY_TOKEN", "PASSPHRASE", "PRIVATE_KEY",
+                     "SMTP_PASSWORD", "HMAC_KEY", "some_secret"] {
+            #expect(Settings.isSecret(name), "\(name)")
+            #expect(Settings.shown(name, "hunter2") == "\(name) (value not shown)")
+        }
+        for name in ["PRIVATE_KEY_FILE", "PASSPHRASE_FILE", "LOG_LEVEL", "DATABASE_URL", "CALLBACK_URL"] {
+            #expect(!Settings.isSecret(name), "\(name)")
+        }
+        #expect(Settings.shown("LOG_LEVEL", "loud") == "LOG_LEVEL=loud")
+    }
+
+    @Test func urlPasswordsAndSecretQueryValuesAreHidden() {
+        for (url, shown) in [
+            ("postgres://user:hunter2@host/db", "postgres://user:<hidden>@host/db"),
+            ("https://hunter2@host:8443/x", "https://<hidden>@host:8443/x"),
+            ("https://host/x?token=hunter2&flow=a#top", "https://host/x?token=<hidden>&flow=a#top"),
+            ("https://host?api_key=hunter2&Signature=hunter2", "https://host?api_key=<hidden>&Signature=<hidden>"),
+            ("https://u:p:hunter2@host", "https://u:<hidden>@host"),
+            ("sqlite:/var/lib/flows.db", "sqlite:/var/lib/flows.db"),
+            ("https://host/path?x=1&y", "https://host/path?x=1&y"),
+        ] {
+            #expect(Settings.hidingURLSecrets(url) == shown)
+            #expect(!Settings.hidingURLSecrets(url).contains("hunter2"))
+        }
+    }
+
+    @Test func configurationErrorsNeverQuoteASecret() {
+        let base = ["PRIVATE_KEY_FILE": keys + "/pkcs8.pem", "APP_SECRET": "s"]
+        for (extra, named) in [
+            (["DATABASE_URL": "postgres://flows:hunter2@db/flows"], "DATABASE_URL=postgres://flows:<hidden>@db/flows"),
+            (["APP_SECRET": "hunter2 x"], "APP_SECRET (value not shown)"),
+            (["APP_SECRET_PREVIOUS": "hunter2\t"], "APP_SECRET_PREVIOUS (value not shown)"),
+            (["VERIFY_TOKEN": "hunter2\r"], "VERIFY_TOKEN (value not shown)"),
+            (["CALLBACK_URL": "https://a:hunter2@hooks/x"], "CALLBACK_URL=https://a:<hidden>@hooks/x"),
+            (["CALLBACK_URL": "https://hooks:0/x?token=hunter2"], "CALLBACK_URL=https://hooks:0/x?token=<hidden>"),
+        ] as [([String: String], String)] {
+            let error = #expect(throws: ConfigError.self) { try load(base.merging(extra) { $1 }) }
+            #expect(error?.description.hasPrefix(named) == true, "\(error?.description ?? "")")
+            #expect(error?.description.contains("hunter2") == false)
+        }
+    }
+
+    @Test func aPEMPastedWithoutQuotesIsNotQuotedBack() throws {
+        let dir = temporaryDirectory()
+        writeFile(dir + "/flows.env", "PRIVATE_KEY=-----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN+hunter2/Kw==\n")
+        let error = #expect(throws: ConfigError.self) {
+            try Settings(environment: [:], file: dir + "/flows.env", names: [])
+        }
+        #expect(error?.description.contains("flows.env line 2") == true, "\(error?.description ?? "")")
+        #expect(error?.description.contains("hunter2") == false)
+        // A base64 line that happens to be a valid name: ignored with a warning that does not repeat it.
+        writeFile(dir + "/flows.env",
+                  "APP_SECRET=s\nPRIVATE_KEY_FILE=\(keys)/pkcs8.pem\nMIIEvQIBhunter2==\nLOG_LEVL=info\n")
+        let settings = try Settings(environment: [:], file: dir + "/flows.env", names: [])
+        let warnings = try Configuration(settings: settings, flows: []).warnings
+        #expect(warnings.count == 2 && warnings.allSatisfy { !$0.contains("hunter2") }, "\(warnings)")
+        #expect(warnings.contains { $0.contains("unknown setting LOG_LEVL") })
+    }
+
+    @Test func callbackTargetQuotesItsURLWithoutTheToken() throws {
+        let target = try CallbackTarget(url: "https://hooks.example/done?token=hunter2")
+        #expect(target.url == "https://hooks.example/done?token=<hidden>")
+        #expect(target.path == "/done?token=hunter2")
+    }
 }

@@ -23,6 +23,29 @@ struct DatabaseFaultTests {
         return database
     }
 
+    @Test func aNewDatabaseAndItsWALFilesAreReadableByTheOwnerOnly() throws {
+        let database = try open()
+        defer { database.close() }
+        for suffix in ["", "-wal", "-shm"] {
+            var info = stat()
+            #expect(stat(path + suffix, &info) == 0, "\(suffix)")
+            #expect(info.st_mode & 0o777 == 0o600, "\(suffix): \(String(info.st_mode & 0o777, radix: 8))")
+        }
+    }
+
+    @Test func aNewDatabaseInAGroupIsReadableByThatGroup() throws {
+        let group = getgid()
+        let database = try Database(path: path, fileGroup: group)
+        defer { database.close() }
+        var info = stat()
+        #expect(stat(path, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o640 && info.st_gid == group)
+        // An existing file keeps its mode.
+        chmod(path, 0o600)
+        try Database(path: path, fileGroup: group).close()
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o600)
+    }
+
     @Test func aWriteToADeletedFileIsRefusedAsUnavailableNamingTheFile() throws {
         let database = try open()
         defer { database.close() }

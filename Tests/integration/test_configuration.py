@@ -5,11 +5,14 @@ Apache runs the same mode for real in test_serving_modes.py (apache-cgi).
 
 from __future__ import annotations
 
+import os
+import secrets
+import signal
 import subprocess
 
 import pytest
 
-from conftest import clean_env, parse_cgi_output, write_config
+from conftest import clean_env, fcgi_request, parse_cgi_output, start_listen, tail, write_config
 from flowclient import FlowCrypto, generate_keypair, sign
 
 PING = {"version": "3.0", "action": "ping"}
@@ -104,3 +107,79 @@ def test_body_limit(binary, keys, app_secret, tmp_path, how):
         assert cgi(binary, big.body, sign(app_secret, big.body), {"MAX_BODY_BYTES": "100000"}, args).status == 413
     # Without a limit set, the default (1 MiB) lets the 5 KB body through.
     assert cgi(binary, big.body, sign(app_secret, big.body), {}, ["--config", str(config)]).status == 200
+
+
+# --------------------------------------------------------------------------------------------------------
+# Secrets never appear in messages: a bad value of a secret setting, or a URL with a password in it, is
+# reported by the setting's name only (startup in each mode and `check`)
+# --------------------------------------------------------------------------------------------------------
+
+CANARY = "cAnArY" + secrets.token_hex(8)
+PEM_WITH_CANARY = f'"-----BEGIN PRIVATE KEY-----\\n{CANARY}\\n-----END PRIVATE KEY-----\\n"'
+
+# (the setting named in the message, the settings written to the config file); None removes a default line.
+BAD_SECRETS = {
+    "APP_SECRET": ("APP_SECRET", {"APP_SECRET": f'"{CANARY}\\tx"'}),
+    "APP_SECRET_PREVIOUS": ("APP_SECRET_PREVIOUS", {"APP_SECRET_PREVIOUS": f'"{CANARY} x"'}),
+    "API_TOKEN": ("API_TOKEN", {"API_TOKEN": f'"{CANARY} {CANARY}"'}),
+    "VERIFY_TOKEN": ("VERIFY_TOKEN", {"VERIFY_TOKEN": f'"{CANARY}\\n"'}),
+    "PASSPHRASE": ("passphrase", {"PASSPHRASE": CANARY, "PASSPHRASE_FILE": None}),
+    "PRIVATE_KEY": ("PRIVATE_KEY", {"PRIVATE_KEY": PEM_WITH_CANARY, "PRIVATE_KEY_FILE": None}),
+    "DATABASE_URL password": ("DATABASE_URL", {"DATABASE_URL": f"postgres://flows:{CANARY}@db.example/flows"}),
+    "DATABASE_URL user info": ("DATABASE_URL", {"DATABASE_URL": f"mysql://{CANARY}@db.example/flows"}),
+    "CALLBACK_URL password": ("CALLBACK_URL", {"CALLBACK_URL": f"https://hook:{CANARY}@hooks.example/done"}),
+    "CALLBACK_URL query token": ("CALLBACK_URL", {"CALLBACK_URL": f"https://hooks.example:99999/d?token={CANARY}"}),
+}
+
+
+def assert_no_canary(where: str, *texts: str) -> None:
+    for text in texts:
+        assert CANARY not in text, f"the secret appears in {where}:\n{text}"
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SECRETS))
+def test_a_bad_secret_setting_is_named_but_never_shown(case, binary, keys, app_secret, tmp_path):
+    named, extra = BAD_SECRETS[case]
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, **extra)
+    config.chmod(0o600)
+    log = tmp_path / "responder.log"
+    runs = {
+        "serving startup": [str(binary), "--config", str(config), "--listen", f"unix:{tmp_path / 's.sock'}"],
+        "check": [str(binary), "check", "--config", str(config)],
+    }
+    if named == "DATABASE_URL":  # the operator commands that read only the database's settings
+        runs["purge"] = [str(binary), "purge", "--config", str(config), "--dry-run"]
+    for what, argv in runs.items():
+        result = subprocess.run(argv, capture_output=True, text=True, env=clean_env(), timeout=30)
+        assert result.returncode == 78, f"{what}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+        assert named.lower() in result.stderr.lower(), f"{what} does not name {named}: {result.stderr}"
+        assert_no_canary(what, result.stdout, result.stderr, log.read_text() if log.exists() else "")
+    ctx = FlowCrypto.from_file(keys.public_pem).encrypt(PING)
+    environ = clean_env(GATEWAY_INTERFACE="CGI/1.1", REQUEST_METHOD="POST", SCRIPT_NAME="/f/flows/expense",
+                        CONTENT_LENGTH=str(len(ctx.body)), HTTP_X_HUB_SIGNATURE_256=sign(app_secret, ctx.body))
+    result = subprocess.run([str(binary), "--config", str(config)], input=ctx.body, env=environ,
+                            capture_output=True, timeout=30)
+    assert result.returncode == 78 and not result.stdout, result
+    assert_no_canary("CGI", result.stdout.decode("latin-1"), result.stderr.decode("latin-1"),
+                     log.read_text() if log.exists() else "")
+
+
+def test_check_and_serving_never_show_configured_secrets(binary, keys, app_secret, tmp_path, processes):
+    values = {"APP_SECRET": app_secret, "APP_SECRET_PREVIOUS": "prev" + CANARY, "API_TOKEN": "api" + CANARY,
+              "VERIFY_TOKEN": "verify" + CANARY, "PASSPHRASE": keys.passphrase, "PASSPHRASE_FILE": None,
+              "CALLBACK_URL": f"https://127.0.0.1:9/done?token=cb{CANARY}&flow=expense"}
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, **values)
+    config.chmod(0o600)
+    hidden = [CANARY, app_secret, keys.passphrase]
+    result = subprocess.run([str(binary), "check", "--config", str(config)], capture_output=True, text=True,
+                            env=clean_env(), timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sock = tmp_path / "s.sock"
+    responder = start_listen(binary, config, tmp_path, processes, f"unix:{sock}")
+    assert fcgi_request(str(sock), "GET", "/x/health/ready").status == 200
+    os.kill(responder.pid, signal.SIGTERM)
+    assert responder.wait(10) == 0
+    shown = result.stdout + result.stderr + (tmp_path / "responder.log").read_text() + tail(
+        tmp_path / "responder.out", 100000)
+    for secret in hidden:
+        assert secret not in shown, f"a secret appears:\n{shown}"

@@ -35,6 +35,7 @@ from conftest import (
     wait_until,
     write_config,
 )
+import fcgiwire
 from flowclient import FlowCrypto, HttpConnection, WhatsAppClient, sign
 
 FLOW = "/flows-fcgi/flows/expense"
@@ -130,6 +131,57 @@ def test_prefork_respawns_and_stops_cleanly(binary, keys, app_secret, tmp_path, 
     os.kill(parent.pid, signal.SIGTERM)
     assert parent.wait(10) == 0
     wait_until(lambda: not any(pid_alive(p) for p in respawned), 5, "the workers to exit with the parent")
+
+
+def test_prefork_workers_stop_when_the_master_is_killed(binary, keys, app_secret, tmp_path, processes):
+    """SIGKILL on the master: each worker finishes the request it accepted, stops accepting and exits, so a new
+    master can take the socket over."""
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path)
+    sock = str(tmp_path / "prefork.sock")
+    master = start_listen(binary, config, tmp_path, processes, f"unix:{sock}", ["--processes", "3", "--threads", "1"])
+    workers = wait_until(lambda: len(children_of(master.pid)) == 3 and children_of(master.pid), 10,
+                         "three prefork workers")
+    for pid in workers:
+        processes.adopt(pid, "prefork worker")
+    before = {pid: socket_inodes(pid) for pid in workers}
+    # One request in flight in each worker (one thread each): the params and half the body are sent.
+    pending = []
+    for _ in workers:
+        ctx = FlowCrypto.from_file(keys.public_pem).encrypt(PING)
+        params = fcgiwire.cgi_params("POST", FLOW, ctx.body, [("X-Hub-Signature-256", sign(app_secret, ctx.body))])
+        conn = fcgiwire.connect(sock)
+        half = len(ctx.body) // 2
+        conn.sendall(fcgiwire.begin(params) + fcgiwire.records(fcgiwire.STDIN, ctx.body[:half]))
+        pending.append((conn, ctx, ctx.body[half:]))
+    try:
+        wait_until(lambda: all(socket_inodes(pid) - before[pid] for pid in workers), 10,
+                   "every worker to accept a connection")
+        os.kill(master.pid, signal.SIGKILL)
+        master.wait(10)
+        time.sleep(0.3)  # let the death signal land while the bodies are incomplete (not a synchronisation)
+        for conn, ctx, rest in pending:
+            conn.sendall(fcgiwire.records(fcgiwire.STDIN, rest) + fcgiwire.records(fcgiwire.STDIN, b""))
+            answer = fcgiwire.read_answer(conn)
+            assert answer.status == 200, f"{answer}\n{tail(tmp_path / 'responder.log')}"
+            assert ctx.decrypt_answer(answer.body) == {"data": {"status": "active"}}
+    finally:
+        for conn, _, _ in pending:
+            conn.close()
+    wait_until(lambda: not any(pid_alive(pid) for pid in workers), 10, "the workers to exit after their master")
+    # The socket is free: a new master starts on it and serves.
+    successor = start_listen(binary, config, tmp_path, processes, f"unix:{sock}", ["--processes", "2"])
+    for pid in wait_until(lambda: children_of(successor.pid), 10, "the new master's workers"):
+        processes.adopt(pid, "prefork worker")
+    assert_ping_ok_unix(sock, keys, app_secret)
+    os.kill(successor.pid, signal.SIGTERM)
+    assert successor.wait(10) == 0
+
+
+def assert_ping_ok_unix(sock: str, keys, app_secret) -> None:
+    ctx = FlowCrypto.from_file(keys.public_pem).encrypt(PING)
+    answer = fcgiwire.exchange(sock, fcgiwire.signed_post(FLOW, ctx.body, app_secret))
+    assert answer.status == 200, answer
+    assert ctx.decrypt_answer(answer.body) == {"data": {"status": "active"}}
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,9 +1,16 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The endpoint's validated configuration: keys parsed, secrets decoded, limits checked. Built once per process.
 public struct Configuration: Sendable {
     /// Settings the core reads (flows add their own through `FlowFactory.settingNames`).
     public static let coreSettingNames: [String] = [
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
-        "DATABASE_URL", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK", "DATABASE_BUSY_TIMEOUT_MS",
+        "DATABASE_URL", "DATABASE_GROUP", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK",
+        "DATABASE_BUSY_TIMEOUT_MS",
     ] + WebhookSettings.settingNames + Retention.settingNames + RuntimeSettings.settingNames
 
     /// Every setting name known to the core and the registered flows.
@@ -19,6 +26,8 @@ public struct Configuration: Sendable {
     public let keys: [PrivateKey]
     /// SQLite file from `DATABASE_URL=sqlite:/path`, if configured.
     public let databasePath: String?
+    /// `DATABASE_GROUP`: the group of a database file the responder creates (0640 instead of 0600), if any.
+    public let databaseGroup: gid_t?
     /// How long a statement waits for another process's lock.
     public let busyTimeoutMilliseconds: Int32
     /// Least severe level logged.
@@ -45,13 +54,27 @@ public struct Configuration: Sendable {
         var warnings: [String] = []
         let known = Configuration.allSettingNames.union(factories.flatMap(\.settingNames))
         for key in settings.fileKeys where !known.contains(key) {
-            warnings.append("\(settings.file ?? "config file"): unknown setting \(key) (ignored)")
+            // Setting names are upper case: a mixed-case "name" is more likely a line of a PEM pasted without
+            // quotes (base64 ending in '='), which is not repeated.
+            let looksLikeName = key.utf8.count <= 64
+                && key.utf8.allSatisfy { ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
+            warnings.append("\(settings.file ?? "config file"): "
+                + (looksLikeName ? "unknown setting \(key) (ignored)"
+                    : "a line that is not an upper-case setting name (ignored, not shown; a multi-line value such as "
+                        + "a PEM goes in double quotes)"))
         }
 
         signatureCheck = try settings.flag("SIGNATURE_CHECK", default: true)
         appSecrets = [settings["APP_SECRET"], settings["APP_SECRET_PREVIOUS"]].compactMap { $0 }.map { Array($0.utf8) }
         if settings["APP_SECRET"] == nil, settings["APP_SECRET_PREVIOUS"] != nil {
             throw ConfigError("APP_SECRET_PREVIOUS is set but APP_SECRET is not: set the current secret too")
+        }
+        for name in ["APP_SECRET", "APP_SECRET_PREVIOUS"] {
+            // Meta's app secrets are hex digits: a space or control character is a copy-and-paste accident.
+            if let value = settings[name], !value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+                throw ConfigError(setting: name, value: value, "contains spaces or characters other than printable "
+                    + "ASCII: copy the app secret again from the Meta app dashboard (App settings, Basic)")
+            }
         }
         if signatureCheck, appSecrets.isEmpty {
             throw ConfigError("APP_SECRET is not set: requests cannot be authenticated. Set APP_SECRET to the Meta "
@@ -92,11 +115,12 @@ public struct Configuration: Sendable {
         self.keys = keys
 
         databasePath = try Configuration.databasePath(settings)
+        databaseGroup = try Configuration.databaseGroup(settings)
         busyTimeoutMilliseconds = Int32(try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000))
 
         if let level = settings["LOG_LEVEL"] {
             guard let parsed = LogLevel(name: level) else {
-                throw ConfigError("LOG_LEVEL=\(level): expected debug, info, warning or error")
+                throw ConfigError(setting: "LOG_LEVEL", value: level, "expected debug, info, warning or error")
             }
             logLevel = parsed
         } else {
@@ -121,14 +145,24 @@ public struct Configuration: Sendable {
     public static func databasePath(_ settings: Settings) throws(ConfigError) -> String? {
         guard let url = settings["DATABASE_URL"] else { return nil }
         guard url.hasPrefix("sqlite:") else {
-            throw ConfigError("DATABASE_URL=\(url): only sqlite:/path/to/flows.db is supported")
+            throw ConfigError(setting: "DATABASE_URL", value: url, "only sqlite:/path/to/flows.db is supported")
         }
         var path = String(url.dropFirst("sqlite:".count))
         if path.hasPrefix("//") { path.removeFirst(2) }
         guard path.hasPrefix("/") else {
-            throw ConfigError("DATABASE_URL=\(url): give an absolute path, e.g. sqlite:/var/lib/flows-fcgi/flows.db")
+            throw ConfigError(setting: "DATABASE_URL", value: url,
+                              "give an absolute path, e.g. sqlite:/var/lib/flows-fcgi/flows.db")
         }
         return path
+    }
+
+    /// The group id of `DATABASE_GROUP` (a group name or number; `nil` when unset), for every process that may
+    /// create the database file.
+    public static func databaseGroup(_ settings: Settings) throws(ConfigError) -> gid_t? {
+        guard let name = settings["DATABASE_GROUP"] else { return nil }
+        if let entry = getgrnam(name) { return entry.pointee.gr_gid }
+        if let number = gid_t(name), number != gid_t.max { return number }
+        throw ConfigError(setting: "DATABASE_GROUP", value: name, "no such group")
     }
 
     /// Flow names in registration order.

@@ -10,6 +10,12 @@ public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
     public let description: String
     /// An error with `message`.
     public init(_ message: String) { description = message }
+
+    /// An error about the value of setting `name`: `NAME=value: reason`, the value as `Settings.shown` renders it
+    /// (a secret setting's not at all, a URL's password hidden).
+    public init(setting name: String, value: String, _ reason: String) {
+        description = Settings.shown(name, value) + ": " + reason
+    }
 }
 
 /// `KEY=VALUE` settings from the environment and an optional file (`--config`), environment winning.
@@ -68,7 +74,9 @@ public struct Settings: Sendable {
             }
             let key = String(line[..<eq]).trimmingSpaces()
             guard !key.isEmpty, key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
-                throw ConfigError("\(file) line \(number): invalid setting name '\(key)'")
+                // Not quoted: such a line is often a PEM pasted without quotes, its last base64 line ending in '='.
+                throw ConfigError("\(file) line \(number): what stands before '=' is not a setting name (letters, "
+                    + "digits and _ only; a multi-line value such as a PEM goes in double quotes)")
             }
             var value = String(line[line.index(after: eq)...]).trimmingSpaces()
             if value.hasPrefix("\"") {
@@ -112,7 +120,8 @@ public struct Settings: Sendable {
     public func integer(_ key: String, default defaultValue: Int, range: ClosedRange<Int>) throws(ConfigError) -> Int {
         guard let text = self[key] else { return defaultValue }
         guard let value = Int(text), range.contains(value) else {
-            throw ConfigError("\(key)=\(text): expected a whole number from \(range.lowerBound) to \(range.upperBound)")
+            throw ConfigError(setting: key, value: text,
+                              "expected a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
         return value
     }
@@ -123,8 +132,64 @@ public struct Settings: Sendable {
         switch text.lowercased() {
         case "on", "true", "yes", "1": return true
         case "off", "false", "no", "0": return false
-        default: throw ConfigError("\(key)=\(text): expected on or off")
+        default: throw ConfigError(setting: key, value: text, "expected on or off")
         }
+    }
+}
+
+/// How setting values appear in messages and log lines: the one place that renders them, so no secret does.
+extension Settings {
+    /// What a message shows instead of a secret.
+    public static let hiddenMark = "<hidden>"
+
+    /// True for settings whose whole value is a secret: names with SECRET, TOKEN, PASSWORD or PASSPHRASE in them,
+    /// PRIVATE_KEY and any other `*_KEY` (key contents). A `*_FILE` setting names a file, which is not secret.
+    public static func isSecret(_ name: String) -> Bool {
+        let upper = name.uppercased()
+        if upper.hasSuffix("_FILE") { return false }
+        return upper.hasSuffix("_KEY") || ["SECRET", "TOKEN", "PASSWORD", "PASSPHRASE", "PRIVATE_KEY"].contains {
+            upper.contains($0)
+        }
+    }
+
+    /// `NAME=value` for a message: `NAME (value not shown)` for a secret setting (`isSecret`); otherwise the value
+    /// with any URL's password and secret query values hidden (`hidingURLSecrets`).
+    public static func shown(_ name: String, _ value: String) -> String {
+        isSecret(name) ? "\(name) (value not shown)" : "\(name)=\(hidingURLSecrets(value))"
+    }
+
+    /// `value` with the secret parts of a `scheme://` URL replaced by `hiddenMark`: the password of the user info
+    /// (the whole user info when it has no `:`, as a token often stands there) and the value of each query
+    /// parameter named like a secret (`token`, `key`, `secret`, `password`, `auth`, `sig`, ...). Anything else is
+    /// returned as it is.
+    public static func hidingURLSecrets(_ value: String) -> String {
+        guard let schemeEnd = value.firstRange(of: "://")?.upperBound else { return value }
+        let authorityEnd = value[schemeEnd...].firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? value.endIndex
+        var out = String(value[..<schemeEnd])
+        let authority = value[schemeEnd..<authorityEnd]
+        if let at = authority.lastIndex(of: "@") {
+            let userInfo = authority[..<at]
+            if let colon = userInfo.firstIndex(of: ":") {
+                out += userInfo[...colon] + hiddenMark
+            } else {
+                out += hiddenMark
+            }
+            out += authority[at...]
+        } else {
+            out += authority
+        }
+        let rest = value[authorityEnd...]
+        guard let question = rest.firstIndex(of: "?") else { return out + rest }
+        let fragment = rest[question...].firstIndex(of: "#") ?? rest.endIndex
+        out += rest[...question]
+        let query = rest[rest.index(after: question)..<fragment]
+        out += query.split(separator: "&", omittingEmptySubsequences: false).map { parameter -> String in
+            guard let eq = parameter.firstIndex(of: "=") else { return String(parameter) }
+            let name = parameter[..<eq].uppercased()
+            let secret = ["SECRET", "TOKEN", "PASS", "KEY", "AUTH", "SIG", "CREDENTIAL"].contains { name.contains($0) }
+            return secret ? String(parameter[...eq]) + hiddenMark : String(parameter)
+        }.joined(separator: "&")
+        return out + rest[fragment...]
     }
 }
 

@@ -103,10 +103,12 @@ public final class Database {
     ///     processes opening a new file at once apply each exactly once.
     ///   - brief: a connection for one short job (a metrics flush, a purge check): no lookaside allocator and a
     ///     small page cache, so opening it now and then adds little to the process's resident memory.
+    ///   - fileGroup: `DATABASE_GROUP`: a file created here is 0640 in this group instead of 0600.
     public init(path: String, busyTimeoutMilliseconds: Int32 = 5000, migrations: [Migration] = [],
-                brief: Bool = false) throws(DatabaseError) {
+                brief: Bool = false, fileGroup: gid_t? = nil) throws(DatabaseError) {
         self.path = path
         self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
+        try createDatabaseFileIfMissing(path, group: fileGroup)
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &db, flags, nil)
@@ -345,5 +347,24 @@ public final class Database {
     private static func summary(_ sql: String) -> String {
         let words = sql.split(whereSeparator: { $0 == " " || $0 == "\n" }).prefix(4).joined(separator: " ")
         return "'\(words)...'"
+    }
+}
+
+/// Creates the database file, when there is none, before SQLite would (with 0644 under the usual umask): 0600,
+/// or 0640 owned by `group`, whatever the umask. SQLite gives the `-wal` and `-shm` files the database file's
+/// mode, so they follow. An existing file is left as it is; a failure to create is left to SQLite to report.
+private func createDatabaseFileIfMissing(_ path: String, group: gid_t?) throws(DatabaseError) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+    guard fd >= 0 else { return }
+    defer { close(fd) }
+    var failure: String?
+    if let group, fchown(fd, uid_t.max, group) != 0 {
+        failure = "cannot give the new file to DATABASE_GROUP (gid \(group)): \(String(cString: strerror(errno)))"
+    } else if fchmod(fd, group == nil ? 0o600 : 0o640) != 0 {
+        failure = "cannot set the new file's mode: \(String(cString: strerror(errno)))"
+    }
+    if let failure {
+        unlink(path)
+        throw DatabaseError(code: SQLITE_CANTOPEN, message: failure, context: "creating \(path)")
     }
 }

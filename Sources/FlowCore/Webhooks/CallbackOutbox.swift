@@ -7,7 +7,8 @@ public struct CallbackTarget: Sendable, Equatable {
     public let port: UInt16
     /// The request path (with query, if any).
     public let path: String
-    /// The URL as configured.
+    /// The URL as configured, for messages: a password or secret query value in it hidden
+    /// (`Settings.hidingURLSecrets`), so log lines and errors can quote it.
     public let url: String
     /// `true` for `https://` (TLS, certificate verified against the system's trust store or `SSL_CERT_FILE`).
     public let secure: Bool
@@ -16,28 +17,31 @@ public struct CallbackTarget: Sendable, Equatable {
     public init(url: String, setting: String = "CALLBACK_URL") throws(ConfigError) {
         let secure = url.hasPrefix("https://")
         guard secure || url.hasPrefix("http://") else {
-            throw ConfigError("\(setting)=\(url): expected an http:// or https:// URL")
+            throw ConfigError(setting: setting, value: url, "expected an http:// or https:// URL")
         }
         let rest = url.dropFirst(secure ? "https://".count : "http://".count)
         let authority = rest.prefix { $0 != "/" && $0 != "?" }
         let path = String(rest.dropFirst(authority.count))
+        guard !authority.contains("@") else {
+            throw ConfigError(setting: setting, value: url, "user names and passwords in the URL are not supported")
+        }
         var host = String(authority)
         var port: UInt16 = secure ? 443 : 80
         if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
             guard let parsed = UInt16(authority[authority.index(after: colon)...]), parsed > 0 else {
-                throw ConfigError("\(setting)=\(url): invalid port")
+                throw ConfigError(setting: setting, value: url, "invalid port")
             }
             port = parsed
             host = String(authority[..<colon])
         }
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, !host.contains("@") else {
-            throw ConfigError("\(setting)=\(url): expected http(s)://host[:port]/path")
+        guard !host.isEmpty else {
+            throw ConfigError(setting: setting, value: url, "expected http(s)://host[:port]/path")
         }
         self.host = host
         self.port = port
         self.path = path.isEmpty ? "/" : (path.hasPrefix("?") ? "/" + path : path)
-        self.url = url
+        self.url = Settings.hidingURLSecrets(url)
         self.secure = secure
     }
 }

@@ -19,6 +19,10 @@ public struct WebhookSettings: Sendable {
     /// - Throws: `ConfigError` naming the setting (never its value when it is a secret).
     public init(settings: Settings) throws(ConfigError) {
         verifyToken = settings["VERIFY_TOKEN"]
+        if let token = verifyToken, token.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            throw ConfigError(setting: "VERIFY_TOKEN", value: token, "contains control characters (a line break or tab "
+                + "pasted with it?): Meta sends the token exactly as typed in the webhook settings")
+        }
         if let token = settings["API_TOKEN"] {
             guard token.utf8.count >= WebhookSettings.minimumAPITokenLength else {
                 throw ConfigError("API_TOKEN is shorter than \(WebhookSettings.minimumAPITokenLength) characters: "

@@ -71,16 +71,16 @@ public struct ExpenseFlow: Flow {
         categories = try ExpenseFlow.parseCategories(settings["EXPENSE_CATEGORIES"])
         let currency = settings["EXPENSE_CURRENCY"] ?? "EUR"
         guard currency.utf8.count == 3, currency.utf8.allSatisfy({ $0 >= 0x41 && $0 <= 0x5A }) else {
-            throw ConfigError("EXPENSE_CURRENCY=\(currency): expected an ISO 4217 code of three capital letters, "
-                + "e.g. EUR")
+            throw ConfigError(setting: "EXPENSE_CURRENCY", value: currency,
+                              "expected an ISO 4217 code of three capital letters, e.g. EUR")
         }
         self.currency = currency
         maxAmountMinor = Int64(try settings.integer("EXPENSE_MAX_AMOUNT", default: 1_000_000, range: 1...1_000_000_000))
             * 100
         if let offset = settings["EXPENSE_UTC_OFFSET"] {
             guard let seconds = ExpenseDate.parseOffset(offset) else {
-                throw ConfigError("EXPENSE_UTC_OFFSET=\(offset): expected +HH:MM or -HH:MM from -12:00 to +14:00, "
-                    + "e.g. +01:00")
+                throw ConfigError(setting: "EXPENSE_UTC_OFFSET", value: offset,
+                                  "expected +HH:MM or -HH:MM from -12:00 to +14:00, e.g. +01:00")
             }
             utcOffsetSeconds = seconds
         } else {
