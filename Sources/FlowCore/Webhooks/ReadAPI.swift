@@ -124,7 +124,8 @@ extension Endpoint {
         }
         if let since = try parameters.text("since") {
             guard let epoch = ISOTime.parse(since) else {
-                throw BadParameter("since must be an ISO 8601 time such as 2026-11-23 or 2026-11-23T12:00:00Z")
+                throw BadParameter("since must be an ISO 8601 time such as 2026-11-23 or 2026-11-23T12:00:00Z "
+                    + "(an offset's + written %2B in the query string)")
             }
             arguments.append(.integer(epoch))
             conditions.append("timestamp >= ?\(arguments.count)")
