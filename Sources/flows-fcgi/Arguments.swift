@@ -27,6 +27,19 @@ struct CommandArguments {
     /// repeated value.
     static func parse(_ arguments: [String], command: String, valued: Set<String>, switches: Set<String> = [],
                       usage: String) -> CommandArguments? {
+        do throws(Problem) {
+            let result = try read(arguments, command: command, valued: valued, switches: switches)
+            if result.help { writeAll(1, Array((usage + "\n").utf8)) }
+            return result
+        } catch {
+            _ = CommandArguments(command: command).usageError(error.message)
+            return nil
+        }
+    }
+
+    /// Reads `arguments` as `parse` does, printing nothing: `help` is set for `--help`, a problem is thrown.
+    static func read(_ arguments: [String], command: String, valued: Set<String>,
+                     switches: Set<String> = []) throws(Problem) -> CommandArguments {
         var result = CommandArguments(command: command)
         var i = 0
         while i < arguments.count {
@@ -37,9 +50,9 @@ struct CommandArguments {
                 argument = String(argument[..<equals])
             }
             if argument == "-c", valued.contains("--config") { argument = "--config" }
+            if argument == "-V", switches.contains("--version") { argument = "--version" }
             i += 1
             if argument == "--help" || argument == "-h" {
-                writeAll(1, Array((usage + "\n").utf8))
                 result.help = true
                 return result
             }
@@ -48,27 +61,22 @@ struct CommandArguments {
                 let next = i < arguments.count ? arguments[i] : nil
                 let isOption = next.map { valued.contains($0) || switches.contains($0) || $0 == "--help" } ?? false
                 guard let value = inline ?? (isOption ? nil : next) else {
-                    return result.failed("\(argument) needs a value")
+                    throw Problem(message: "\(argument) needs a value")
                 }
                 if inline == nil { i += 1 }
                 guard result.values.updateValue(value, forKey: argument) == nil else {
-                    return result.failed("\(argument) given more than once")
+                    throw Problem(message: "\(argument) given more than once")
                 }
             } else if switches.contains(argument), inline == nil {
                 result.switches.insert(argument)
             } else if argument.hasPrefix("-"), argument != "-" {
-                let what = switches.contains(argument) ? "\(argument) takes no value" : "unknown option \(argument)"
-                return result.failed(what)
+                throw Problem(message: switches.contains(argument) ? "\(argument) takes no value"
+                    : "unknown option \(argument)")
             } else {
                 result.positional.append(argument)
             }
         }
         return result
-    }
-
-    private func failed(_ message: String) -> CommandArguments? {
-        _ = usageError(message)
-        return nil
     }
 
     /// Prints `command: message (see flows-fcgi command --help)`; returns exit status 2.

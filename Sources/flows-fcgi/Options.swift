@@ -83,54 +83,39 @@ struct Options {
         return out + line + "\n"
     }
 
-    /// Parses `arguments` (without the program name).
+    /// Parses `arguments` (without the program name) the way every operator command reads its own
+    /// (`CommandArguments`): `--name value` or `--name=value`, `-c`, `-V`, `-h`.
     static func parse(_ arguments: [String]) throws(ConfigError) -> Options {
         var options = Options()
-        var i = 0
-        func value(_ name: String) throws(ConfigError) -> String {
-            i += 1
-            guard i < arguments.count else { throw ConfigError("\(name) needs a value (see --help)") }
-            return arguments[i]
-        }
-        func integer(_ name: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
-            let text = try value(name)
-            guard let n = Int(text), range.contains(n) else {
-                throw ConfigError("\(name) \(text): expected a whole number from \(range.lowerBound) to \(range.upperBound)")
+        do throws(CommandArguments.Problem) {
+            let parsed = try CommandArguments.read(
+                arguments, command: "flows-fcgi",
+                valued: ["--config", "--listen", "--socket-mode", "--socket-group", "--backlog", "--threads",
+                         "--processes", "--log-file", "--max-body", "--max-requests"],
+                switches: ["--version"])
+            options.showHelp = parsed.help
+            options.showVersion = parsed.has("--version")
+            if let extra = parsed.positional.first {
+                throw CommandArguments.Problem(message: "unexpected argument \(extra)")
             }
-            return n
-        }
-        while i < arguments.count {
-            var argument = arguments[i]
-            // Accept --name=value as well as --name value.
-            if argument.hasPrefix("--"), let eq = argument.firstIndex(of: "=") {
-                let name = String(argument[..<eq])
-                let rest = String(argument[argument.index(after: eq)...])
-                var expanded = arguments
-                expanded.replaceSubrange(i...i, with: [name, rest])
-                return try parse(expanded)
-            }
-            if argument == "-c" { argument = "--config" }
-            switch argument {
-            case "--config": options.configFile = try value(argument)
-            case "--listen": options.listen = try value(argument)
-            case "--socket-mode":
-                let text = try value(argument)
+            options.configFile = parsed["--config"]
+            options.listen = parsed["--listen"]
+            if let text = parsed["--socket-mode"] {
                 guard let mode = UInt32(text, radix: 8), mode <= 0o777 else {
-                    throw ConfigError("--socket-mode \(text): expected an octal mode such as 0660")
+                    throw CommandArguments.Problem(message: "--socket-mode must be an octal mode such as 0660, "
+                        + "not '\(text)'")
                 }
                 options.socketMode = mode
-            case "--socket-group": options.socketGroup = try value(argument)
-            case "--backlog": options.backlog = Int32(try integer(argument, 1...65535))
-            case "--threads": options.threads = try integer(argument, 1...256)
-            case "--processes": options.processes = try integer(argument, 1...256)
-            case "--log-file": options.logFile = try value(argument)
-            case "--max-body": options.maxBody = try value(argument)
-            case "--max-requests": options.maxRequests = try value(argument)
-            case "--version", "-V": options.showVersion = true
-            case "--help", "-h": options.showHelp = true
-            default: throw ConfigError("unknown option \(argument) (see --help)")
             }
-            i += 1
+            options.socketGroup = parsed["--socket-group"]
+            options.backlog = Int32(try parsed.integer("--backlog", range: 1...65535) ?? Int(options.backlog))
+            options.threads = try parsed.integer("--threads", range: 1...256) ?? options.threads
+            options.processes = try parsed.integer("--processes", range: 1...256) ?? options.processes
+            options.logFile = parsed["--log-file"]
+            options.maxBody = parsed["--max-body"]
+            options.maxRequests = parsed["--max-requests"]
+        } catch {
+            throw ConfigError(error.message + " (see flows-fcgi --help)")
         }
         if options.processes > 0, options.listen == nil {
             throw ConfigError("--processes needs --listen: when a spawner (spawn-fcgi -F, lighttpd max-procs, systemd) "
