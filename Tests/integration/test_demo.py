@@ -78,11 +78,20 @@ def test_demo_start_answers_on_every_printed_url_then_status_and_stop(binary, tm
             expected = 405 if "/flows/" in url else 401 if url in authorized else 200
             assert status == expected, (url, status, body[:200])
 
-        # The commands it prints: the operator command and the client walk.
-        for label in ("Operator commands:", "Walk it again:"):
-            line = next(line for line in output.splitlines() if line.startswith(label))
-            result = subprocess.run(shlex.split(line[len(label):]), cwd=REPO, env=env, capture_output=True,
-                                    text=True, timeout=120)
+        # The commands it prints, run as printed by a shell in the repository: the operator command, the client
+        # walk (continued over two lines) and, at the end, status and stop, which must find this demo by
+        # themselves (the environment that started it is not passed on).
+        printed_commands = dict(re.findall(r"^(Operator commands|Walk it again|Status|Stop it):\s+(.*?(?:\\\n.*)?)$",
+                                           output, re.MULTILINE))
+        assert set(printed_commands) == {"Operator commands", "Walk it again", "Status", "Stop it"}, output[-1500:]
+        plain_env = {k: v for k, v in env.items() if not k.startswith("DEMO_")}
+
+        def shell(label: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["bash", "-c", printed_commands[label]], cwd=REPO, env=plain_env,
+                                  capture_output=True, text=True, timeout=120)
+
+        for label in ("Operator commands", "Walk it again"):
+            result = shell(label)
             assert result.returncode == 0, (label, result.stdout[-2000:], result.stderr[-2000:])
 
         # The README's set-up URLs, on this demo's port.
@@ -97,14 +106,16 @@ def test_demo_start_answers_on_every_printed_url_then_status_and_stop(binary, tm
             status, body = get(f"http://127.0.0.1:{port}{resource}", {"Authorization": f"Bearer {token}"})
             assert status == 200, (resource, status, body[:200])
 
-        running = demo("status")
+        running = shell("Status")
         assert running.returncode == 0, running.stdout + running.stderr
+        assert f"127.0.0.1:{port}" in running.stdout
         nginx_pid = int((state / "nginx" / "nginx.pid").read_text())
         responders = [int(p) for p in (state / "flows-fcgi.pid").read_text().split()]
-        assert demo("stop").returncode == 0
-        stopped = demo("status")
+        assert shell("Stop it").returncode == 0
+        stopped = shell("Status")
         assert stopped.returncode != 0, stopped.stdout
         assert "not running" in stopped.stdout
         assert not pid_alive(nginx_pid) and not any(pid_alive(p) for p in responders)
+        assert demo("status").returncode != 0
     finally:
         demo("stop")
