@@ -1,10 +1,10 @@
 import FlowCore
 
-/// The arguments of an operator command, read the same way by every command: `--name value` or `--name=value`,
-/// `-c` for `--config`, `--help`/`-h` prints the command's own usage. An unknown option, a missing or repeated
-/// value, or a value the command cannot use (a date that is not one, a number out of its range) is a usage error:
-/// a message naming the argument and exit status 2. Dates and page sizes follow the read API's rules
-/// (`ParameterRules`), so the command line and the API accept the same values.
+/// The arguments of an operator command (and of the responder itself), read the same way everywhere: `--name value`
+/// or `--name=value`, `-c` for `--config`, `-V` for `--version`, `--help`/`-h` for the command's own usage. An
+/// unknown option, a missing or repeated value, or a value the command cannot use (a date that is not one, a number
+/// out of its range) is a usage error: a message naming the argument and exit status 2. Dates and page sizes follow
+/// the read API's rules (`ParameterRules`), so the command line and the API accept the same values.
 struct CommandArguments {
     /// A usage error: the message names the argument.
     struct Problem: Error {
@@ -17,7 +17,7 @@ struct CommandArguments {
     private var switches: Set<String> = []
     /// The arguments that are not options, in order.
     private(set) var positional: [String] = []
-    /// True when `--help` was given (the usage has been printed).
+    /// True when `--help` was given (`parse` has printed the usage; after `read` the caller prints it).
     private(set) var help = false
 
     private init(command: String) { self.command = command }
