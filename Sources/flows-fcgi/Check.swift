@@ -37,25 +37,11 @@ enum Check {
 
     /// Runs `check` with `arguments`; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
-        var configFile: String?
-        var i = 0
-        while i < arguments.count {
-            switch arguments[i] {
-            case "--help", "-h":
-                writeAll(1, Array((usage + "\n").utf8))
-                return 0
-            case "--config", "-c":
-                guard i + 1 < arguments.count else {
-                    printError("--config needs a value")
-                    return ExitStatus.usage
-                }
-                configFile = arguments[i + 1]
-                i += 2
-            default:
-                printError("check: unknown argument \(arguments[i]) (see flows-fcgi check --help)")
-                return ExitStatus.usage
-            }
-        }
+        guard let parsed = CommandArguments.parse(arguments, command: "check", valued: ["--config"], usage: usage)
+        else { return ExitStatus.usage }
+        if parsed.help { return 0 }
+        if let extra = parsed.positional.first { return parsed.usageError("unexpected argument \(extra)") }
+        let configFile = parsed["--config"]
         let settings: Settings
         let configuration: Configuration
         do {

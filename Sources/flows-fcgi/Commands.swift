@@ -8,117 +8,169 @@ import Musl
 
 /// Operator subcommands: they read the same configuration as the responder and work on its database.
 enum Command {
-    static let names: Set<String> = [
-        "bookings", "cancel-booking", "expenses", "keygen", "check", "probe", "register-key", "purge",
+    /// Each command and what it does, in the order `--help` lists them.
+    static let summaries: [(name: String, summary: String)] = [
+        ("bookings", "list appointment bookings by start time (--all includes cancelled ones)"),
+        ("cancel-booking", "cancel booking ID; its seat becomes free again"),
+        ("expenses", "list expenses, newest first; --csv exports every expense (oldest first) as CSV"),
+        ("purge", "remove personal data older than RETENTION_DAYS (or --days N); prints rows per table"),
+        ("keygen", "write a new encrypted key pair to DIR and print the public key to upload"),
+        ("check", "load the configuration as the responder would and report each problem (exit 0: all well)"),
+        ("probe", "send a signed, encrypted ping or INIT to the endpoint as WhatsApp does; print the answer"),
+        ("register-key", "upload the public key to Meta's Graph API for a phone number id"),
     ]
 
-    static let usage = """
-        usage: flows-fcgi bookings [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--all] [--csv] [--config FILE]
-               flows-fcgi cancel-booking ID [--config FILE]
-               flows-fcgi expenses [--limit N] [--offset N] [--csv] [--config FILE]
-               flows-fcgi keygen --out DIR [--bits 2048] [--format pkcs8|pkcs1] [--passphrase-file FILE]
-               flows-fcgi check [--config FILE]
-               flows-fcgi probe URL|unix:/path.sock [--flow NAME] [--init] [--config FILE] [--public-key FILE]
-               flows-fcgi register-key --phone-number-id ID --token-file FILE [--public-key FILE | --config FILE]
-               flows-fcgi purge [--days N] [--dry-run] [--config FILE]
+    static let names = Set(summaries.map(\.name))
 
-        bookings         list appointment bookings by start time (--all includes cancelled ones)
-        cancel-booking   cancel booking ID; its seat becomes free again
-        expenses         list expenses, newest first; --csv exports every expense (oldest first) as CSV
-        keygen           write a new encrypted key pair to DIR and print the public key to upload
-        check            load the configuration as the responder would and report each problem (exit 0: all well)
-        probe            send a signed, encrypted ping or INIT to the endpoint as WhatsApp does; print the answer
-        register-key     upload the public key to Meta's Graph API for a phone number id
-        purge            remove personal data older than RETENTION_DAYS (or --days N); prints rows per table
-        bookings, cancel-booking and expenses print personal data (names, emails, phones): keep their output
-        away from logs.
+    static let bookingsUsage = """
+        usage: flows-fcgi bookings [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--all] [--csv] [--config FILE]
+
+        Lists appointment bookings by start time, from --from through --to (dates in the catalog's time zone);
+        --all includes cancelled ones, --csv writes CSV. Prints personal data: keep the output away from logs.
+        Reads the database only (DATABASE_URL); exit status 1 when there is none, 2 for a bad argument.
+        """
+
+    static let cancelUsage = """
+        usage: flows-fcgi cancel-booking ID [--config FILE]
+
+        Cancels booking ID (see flows-fcgi bookings); its seat becomes free again. Exit status 1 when there is no
+        such booking, it was already cancelled or there is no database.
+        """
+
+    static let expensesUsage = """
+        usage: flows-fcgi expenses [--limit N] [--offset N] [--csv] [--config FILE]
+
+        Lists expenses, newest first: --limit N of them (\(ParameterRules.limit.lowerBound) to \
+        \(ParameterRules.limit.upperBound), default \(ParameterRules.limit.upperBound), as the read API) after
+        skipping --offset N. --csv exports every expense, oldest first, as CSV (cells starting with = + - @ get a
+        leading '). Reads the database only (DATABASE_URL); exit status 1 when there is none, 2 for a bad argument.
         """
 
     /// Runs subcommand `name` with `arguments`; returns the exit status.
     static func run(_ name: String, _ arguments: [String]) -> Int32 {
-        if name == "keygen" { return Keygen.run(arguments) }
-        if name == "check" { return Check.run(arguments) }
-        if name == "probe" { return Probe.run(arguments) }
-        if name == "register-key" { return RegisterKey.run(arguments) }
-        if name == "purge" { return Purge.run(arguments) }
-        var flags: [String: String] = [:]
-        var positional: [String] = []
-        var i = 0
-        let valued: Set<String> = ["--config", "--from", "--to", "--limit", "--offset"]
-        while i < arguments.count {
-            let argument = arguments[i]
-            if argument == "--help" || argument == "-h" {
-                writeAll(1, Array((usage + "\n").utf8))
+        switch name {
+        case "keygen": return Keygen.run(arguments)
+        case "check": return Check.run(arguments)
+        case "probe": return Probe.run(arguments)
+        case "register-key": return RegisterKey.run(arguments)
+        case "purge": return Purge.run(arguments)
+        case "bookings": return bookings(arguments)
+        case "cancel-booking": return cancelBooking(arguments)
+        default: return expenses(arguments)
+        }
+    }
+
+    private static func bookings(_ arguments: [String]) -> Int32 {
+        guard let parsed = CommandArguments.parse(arguments, command: "bookings",
+                                                  valued: ["--config", "--from", "--to"], switches: ["--all", "--csv"],
+                                                  usage: bookingsUsage)
+        else { return ExitStatus.usage }
+        if parsed.help { return 0 }
+        if let extra = parsed.positional.first { return parsed.usageError("unexpected argument \(extra)") }
+        let from: String?, to: String?
+        do throws(CommandArguments.Problem) {
+            from = try parsed.date("--from")
+            to = try parsed.date("--to")
+        } catch {
+            return parsed.usageError(error.message)
+        }
+        return withDatabase(parsed, access: .readOnly) { database throws in
+            let list = try AppointmentStore.list(database: database, from: from, through: to,
+                                                 includeCancelled: parsed.has("--all"))
+            let header = ["id", "date", "time", "department", "location", "status", "name", "email", "phone"]
+            let rows = list.map { [String($0.id), $0.date, $0.time, $0.department, $0.location, $0.status.rawValue,
+                                   $0.name, $0.email, $0.phone] }
+            print(table: [header] + rows, csv: parsed.has("--csv"))
+            return 0
+        }
+    }
+
+    private static func cancelBooking(_ arguments: [String]) -> Int32 {
+        guard let parsed = CommandArguments.parse(arguments, command: "cancel-booking", valued: ["--config"],
+                                                  usage: cancelUsage)
+        else { return ExitStatus.usage }
+        if parsed.help { return 0 }
+        guard parsed.positional.count == 1, let id = Int64(parsed.positional[0]), id > 0 else {
+            return parsed.usageError("needs one booking id, a whole number (see flows-fcgi bookings)")
+        }
+        return withDatabase(parsed, access: .existing) { database throws in
+            switch try AppointmentStore.cancel(database: database, id: id, now: Int64(time(nil))) {
+            case .cancelled(let booking):
+                writeAll(1, Array(("cancelled booking \(id) (\(booking.date) \(booking.time), \(booking.location)); "
+                    + "the seat is free again\n").utf8))
                 return 0
-            }
-            if valued.contains(argument) {
-                guard i + 1 < arguments.count else { return fail("\(argument) needs a value") }
-                flags[argument] = arguments[i + 1]
-                i += 2
-            } else if argument.hasPrefix("--") {
-                flags[argument] = ""
-                i += 1
-            } else {
-                positional.append(argument)
-                i += 1
+            case .alreadyCancelled:
+                return fail("booking \(id) was already cancelled")
+            case .notFound:
+                return fail("no booking \(id)")
             }
         }
+    }
+
+    private static func expenses(_ arguments: [String]) -> Int32 {
+        guard let parsed = CommandArguments.parse(arguments, command: "expenses",
+                                                  valued: ["--config", "--limit", "--offset"], switches: ["--csv"],
+                                                  usage: expensesUsage)
+        else { return ExitStatus.usage }
+        if parsed.help { return 0 }
+        if let extra = parsed.positional.first { return parsed.usageError("unexpected argument \(extra)") }
+        let limit: Int, offset: Int
+        do throws(CommandArguments.Problem) {
+            limit = try parsed.integer("--limit", range: ParameterRules.limit) ?? ParameterRules.limit.upperBound
+            offset = try parsed.integer("--offset", range: ParameterRules.offset) ?? 0
+        } catch {
+            return parsed.usageError(error.message)
+        }
+        return withDatabase(parsed, access: .readOnly) { database throws in
+            if parsed.has("--csv") {
+                writeAll(1, Array(try ExpenseStore.csv(database: database).utf8))
+                return 0
+            }
+            let list = try ExpenseStore.list(database: database, limit: limit, offset: offset)
+            let header = ["id", "date", "amount", "currency", "category", "description"]
+            let rows = list.map { [String($0.id), $0.expenseDate, $0.amount, $0.currency, $0.category,
+                                   $0.description ?? ""] }
+            print(table: [header] + rows, csv: false)
+            return 0
+        }
+    }
+
+    /// Opens the configured database (`--config` and the environment) with `access` and runs `body` on it: exit
+    /// status 78 for a configuration error, 1 when there is no database or it fails.
+    private static func withDatabase(_ parsed: CommandArguments, access: Database.Access,
+                                     _ body: (Database) throws -> Int32) -> Int32 {
         let database: Database
         do {
-            let settings = try Settings(environment: currentEnvironment(), file: flags["--config"],
+            let settings = try Settings(environment: currentEnvironment(), file: parsed["--config"],
                                         names: Configuration.allSettingNames)
-            guard let path = try Configuration.databasePath(settings) else {
-                return fail("DATABASE_URL is not set (in the environment or the --config file)")
-            }
-            let migrations = try FlowRegistry.all.flatMap { factory throws(ConfigError) in
-                try factory.make(settings).migrations
-            }
-            database = try Database(path: path, migrations: migrations,
-                                    fileGroup: try Configuration.databaseGroup(settings))
+            database = try openDatabase(settings, access: access)
         } catch let error as ConfigError {
-            return fail("configuration error: \(error.description)")
+            printError("configuration error: \(error.description)")
+            return ExitStatus.config
         } catch {
             return fail(String(describing: error))
         }
         defer { database.close() }
         do {
-            switch name {
-            case "bookings":
-                let list = try AppointmentStore.list(database: database, from: flags["--from"], through: flags["--to"],
-                                                     includeCancelled: flags["--all"] != nil)
-                let header = ["id", "date", "time", "department", "location", "status", "name", "email", "phone"]
-                let rows = list.map { [String($0.id), $0.date, $0.time, $0.department, $0.location, $0.status.rawValue,
-                                       $0.name, $0.email, $0.phone] }
-                print(table: [header] + rows, csv: flags["--csv"] != nil)
-            case "cancel-booking":
-                guard positional.count == 1, let id = Int64(positional[0]) else {
-                    return fail("cancel-booking needs one booking id (see flows-fcgi bookings)")
-                }
-                switch try AppointmentStore.cancel(database: database, id: id, now: Int64(time(nil))) {
-                case .cancelled(let booking):
-                    writeAll(1, Array("cancelled booking \(id) (\(booking.date) \(booking.time), \(booking.location)); the seat is free again\n".utf8))
-                case .alreadyCancelled:
-                    return fail("booking \(id) was already cancelled")
-                case .notFound:
-                    return fail("no booking \(id)")
-                }
-            default:
-                if flags["--csv"] != nil {
-                    writeAll(1, Array(try ExpenseStore.csv(database: database).utf8))
-                } else {
-                    let limit = Int(flags["--limit"] ?? "100") ?? 100
-                    let offset = Int(flags["--offset"] ?? "0") ?? 0
-                    let list = try ExpenseStore.list(database: database, limit: limit, offset: offset)
-                    let header = ["id", "date", "amount", "currency", "category", "description"]
-                    let rows = list.map { [String($0.id), $0.expenseDate, $0.amount, $0.currency, $0.category,
-                                           $0.description ?? ""] }
-                    print(table: [header] + rows, csv: false)
-                }
-            }
+            return try body(database)
         } catch {
             return fail(String(describing: error))
         }
-        return 0
+    }
+
+    /// The database an operator command works on: `DATABASE_URL` from `settings`, opened with `access` (never
+    /// created) and the busy timeout, every flow's and the webhook tables' migrations applied or (read-only)
+    /// required.
+    static func openDatabase(_ settings: Settings, access: Database.Access) throws -> Database {
+        guard let path = try Configuration.databasePath(settings) else {
+            throw CommandFailure(description: "DATABASE_URL is not set (in the environment or the --config file)")
+        }
+        let migrations = try FlowRegistry.all.flatMap { factory throws(ConfigError) in
+            try factory.make(settings).migrations
+        }
+        let timeout = try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000)
+        return try Database(path: path, busyTimeoutMilliseconds: Int32(timeout),
+                            migrations: migrations + WebhookStore.migrations + Metrics.migrations, access: access)
     }
 
     private static func fail(_ message: String) -> Int32 {

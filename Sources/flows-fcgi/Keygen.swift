@@ -26,44 +26,32 @@ enum Keygen {
 
     /// Runs `keygen` with `arguments`; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
-        var outArgument: String?
-        var bits = 2048
-        var format = PrivateKey.PEMFormat.pkcs8
-        var passphraseFile: String?
-        var i = 0
-        while i < arguments.count {
-            let argument = arguments[i]
-            if argument == "--help" || argument == "-h" {
-                writeAll(1, Array((usage + "\n").utf8))
-                return 0
-            }
-            if argument == "--passphrase" || argument.hasPrefix("--passphrase=") {
-                return usageError("the passphrase is never taken from the command line (other users can read it "
-                    + "in the process list): use --passphrase-file FILE, PASSPHRASE or the prompt")
-            }
-            let valued = ["--out", "--bits", "--format", "--passphrase-file"]
-            guard valued.contains(argument) else { return usageError("keygen: unknown argument \(argument)") }
-            guard i + 1 < arguments.count else { return usageError("\(argument) needs a value") }
-            let value = arguments[i + 1]
-            i += 2
-            switch argument {
-            case "--out": outArgument = value
-            case "--bits":
-                guard let n = Int(value), (2048...8192).contains(n) else {
-                    return usageError("--bits \(value): expected a whole number from 2048 to 8192")
-                }
-                bits = n
-            case "--format":
-                switch value {
-                case "pkcs8": format = .pkcs8
-                case "pkcs1": format = .pkcs1
-                default: return usageError("--format \(value): expected pkcs8 or pkcs1")
-                }
-            default: passphraseFile = value
-            }
+        if arguments.contains(where: { $0 == "--passphrase" || $0.hasPrefix("--passphrase=") }) {
+            printError("keygen: the passphrase is never taken from the command line (other users can read it in the "
+                + "process list): use --passphrase-file FILE, PASSPHRASE or the prompt")
+            return ExitStatus.usage
+        }
+        guard let parsed = CommandArguments.parse(arguments, command: "keygen",
+                                                  valued: ["--out", "--bits", "--format", "--passphrase-file"],
+                                                  usage: usage) else { return ExitStatus.usage }
+        if parsed.help { return 0 }
+        if let extra = parsed.positional.first { return parsed.usageError("unexpected argument \(extra)") }
+        let outArgument = parsed["--out"]
+        let passphraseFile = parsed["--passphrase-file"]
+        let bits: Int
+        let format: PrivateKey.PEMFormat
+        do throws(CommandArguments.Problem) {
+            bits = try parsed.integer("--bits", range: 2048...8192) ?? 2048
+        } catch {
+            return parsed.usageError(error.message)
+        }
+        switch parsed["--format"] ?? "pkcs8" {
+        case "pkcs8": format = .pkcs8
+        case "pkcs1": format = .pkcs1
+        case let other: return parsed.usageError("--format must be pkcs8 or pkcs1, not '\(other)'")
         }
         guard let given = outArgument else {
-            return usageError("keygen needs --out DIR (see flows-fcgi keygen --help)")
+            return parsed.usageError("needs --out DIR")
         }
         // Absolute paths, so the settings printed at the end can be pasted as they are.
         guard let resolved = realpath(given, nil) else {
@@ -194,11 +182,6 @@ enum Keygen {
             unlink(path)
             throw ConfigError("\(path): cannot write: \(reason)")
         }
-    }
-
-    private static func usageError(_ message: String) -> Int32 {
-        printError(message)
-        return ExitStatus.usage
     }
 
     private static func failure(_ message: String) -> Int32 {

@@ -28,32 +28,30 @@ enum Probe {
 
     /// Runs `probe` with `arguments`; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
-        guard let parsed = CommandArguments.parse(arguments, valued: ["--flow", "--config", "--public-key"],
-                                                  switches: ["--init"], command: "probe", usage: usage) else {
+        guard let parsed = CommandArguments.parse(arguments, command: "probe",
+                                                  valued: ["--flow", "--config", "--public-key"], switches: ["--init"],
+                                                  usage: usage) else {
             return ExitStatus.usage
         }
         if parsed.help { return 0 }
         guard parsed.positional.count == 1 else {
-            printError("probe needs one target: a URL, unix:/path.sock or fcgi://HOST:PORT "
-                + "(see flows-fcgi probe --help)")
-            return ExitStatus.usage
+            return parsed.usageError("needs one target: a URL, unix:/path.sock or fcgi://HOST:PORT")
         }
-        let flags = parsed.flags
         let secret: [UInt8]
         let key: PrivateKey
         do {
-            let settings = try Settings(environment: currentEnvironment(), file: flags["--config"],
+            let settings = try Settings(environment: currentEnvironment(), file: parsed["--config"],
                                         names: Configuration.allSettingNames)
             guard let value = settings["APP_SECRET"], !value.isEmpty else {
                 printError("APP_SECRET is not set (in the environment or the --config file): the probe signs with it")
                 return ExitStatus.config
             }
             secret = Array(value.utf8)
-            key = try operatorKey(publicKeyFile: flags["--public-key"], settings: settings)
+            key = try operatorKey(publicKeyFile: parsed["--public-key"], settings: settings)
         } catch {
             return configurationFailure(error)
         }
-        return probe(parsed.positional[0], flow: flags["--flow"], initialise: flags["--init"] != nil, key: key,
+        return probe(parsed.positional[0], flow: parsed["--flow"], initialise: parsed.has("--init"), key: key,
                      secret: secret)
     }
 
@@ -329,45 +327,4 @@ func operatorKey(publicKeyFile: String?, settings: Settings) throws -> PrivateKe
         throw ConfigError("no key configured: set PRIVATE_KEY_FILE or give --public-key FILE")
     }
     return first
-}
-
-/// Options of an operator command: `--name VALUE` pairs, switches and positional arguments.
-struct CommandArguments {
-    var flags: [String: String] = [:]
-    var positional: [String] = []
-    var help = false
-
-    /// Parses `arguments`; prints `usage` for `--help`, and a message naming the problem (returning `nil`) for
-    /// an unknown option or a missing value.
-    static func parse(_ arguments: [String], valued: Set<String>, switches: Set<String>, command: String,
-                      usage: String) -> CommandArguments? {
-        var result = CommandArguments()
-        var i = 0
-        while i < arguments.count {
-            let argument = arguments[i]
-            if argument == "--help" || argument == "-h" {
-                writeAll(1, Array((usage + "\n").utf8))
-                result.help = true
-                return result
-            }
-            if valued.contains(argument) {
-                guard i + 1 < arguments.count else {
-                    printError("\(argument) needs a value")
-                    return nil
-                }
-                result.flags[argument] = arguments[i + 1]
-                i += 2
-            } else if switches.contains(argument) {
-                result.flags[argument] = ""
-                i += 1
-            } else if argument.hasPrefix("-") {
-                printError("\(command): unknown option \(argument) (see flows-fcgi \(command) --help)")
-                return nil
-            } else {
-                result.positional.append(argument)
-                i += 1
-            }
-        }
-        return result
-    }
 }

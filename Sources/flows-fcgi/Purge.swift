@@ -21,49 +21,28 @@ enum Purge {
 
     /// Runs `purge` with `arguments`; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
-        var configFile: String?
-        var daysOption: String?
-        var dryRun = false
-        var i = 0
-        while i < arguments.count {
-            let argument = arguments[i]
-            switch argument {
-            case "--help", "-h":
-                writeAll(1, Array((usage + "\n").utf8))
-                return 0
-            case "--dry-run":
-                dryRun = true
-                i += 1
-            case "--config", "-c", "--days":
-                guard i + 1 < arguments.count else {
-                    printError("\(argument) needs a value")
-                    return ExitStatus.usage
-                }
-                if argument == "--days" { daysOption = arguments[i + 1] } else { configFile = arguments[i + 1] }
-                i += 2
-            default:
-                printError("purge: unknown argument \(argument) (see flows-fcgi purge --help)")
-                return ExitStatus.usage
-            }
+        guard let parsed = CommandArguments.parse(arguments, command: "purge", valued: ["--config", "--days"],
+                                                  switches: ["--dry-run"], usage: usage)
+        else { return ExitStatus.usage }
+        if parsed.help { return 0 }
+        if let extra = parsed.positional.first { return parsed.usageError("unexpected argument \(extra)") }
+        let dryRun = parsed.has("--dry-run")
+        let daysOption: Int?
+        do throws(CommandArguments.Problem) {
+            daysOption = try parsed.integer("--days", range: Retention.dayRange)
+        } catch {
+            return parsed.usageError(error.message)
         }
         let database: Database
         let days: Int
         let lifetime: Int64
         do {
-            var settings = try Settings(environment: currentEnvironment(), file: configFile,
+            let settings = try Settings(environment: currentEnvironment(), file: parsed["--config"],
                                         names: Configuration.allSettingNames)
-            if let daysOption { settings = settings.overriding("RETENTION_DAYS", with: daysOption) }
-            days = try Retention.days(settings)
-            guard let path = try Configuration.databasePath(settings) else {
-                printError("DATABASE_URL is not set (in the environment or the --config file)")
-                return 1
-            }
+            days = try daysOption ?? Retention.days(settings)
             let flows = try FlowRegistry.all.map { factory throws(ConfigError) in try factory.make(settings) }
             lifetime = Retention.sessionLifetimeSeconds(flows)
-            let timeout = try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000)
-            database = try Database(path: path, busyTimeoutMilliseconds: Int32(timeout),
-                                    migrations: flows.flatMap(\.migrations) + WebhookStore.migrations,
-                                    fileGroup: try Configuration.databaseGroup(settings))
+            database = try Command.openDatabase(settings, access: .existing)
         } catch let error as ConfigError {
             printError("configuration error: \(error.description)")
             return ExitStatus.config

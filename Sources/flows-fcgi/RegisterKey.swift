@@ -30,35 +30,30 @@ enum RegisterKey {
     /// Runs `register-key` with `arguments`; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
         guard let parsed = CommandArguments.parse(
-            arguments, valued: ["--phone-number-id", "--token-file", "--public-key", "--config", "--base-url"],
-            switches: ["--dry-run"], command: "register-key", usage: usage)
+            arguments, command: "register-key",
+            valued: ["--phone-number-id", "--token-file", "--public-key", "--config", "--base-url"],
+            switches: ["--dry-run"], usage: usage)
         else { return ExitStatus.usage }
         if parsed.help { return 0 }
-        let flags = parsed.flags
-        let dryRun = flags["--dry-run"] != nil
-        guard parsed.positional.isEmpty else {
-            printError("register-key: unexpected argument \(parsed.positional[0]) (see flows-fcgi register-key --help)")
-            return ExitStatus.usage
+        let dryRun = parsed.has("--dry-run")
+        guard parsed.positional.isEmpty else { return parsed.usageError("unexpected argument \(parsed.positional[0])") }
+        guard let id = parsed["--phone-number-id"], !id.isEmpty, id.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+            return parsed.usageError("needs --phone-number-id ID (digits)")
         }
-        guard let id = flags["--phone-number-id"], !id.isEmpty, id.allSatisfy({ $0.isASCII && $0.isNumber }) else {
-            printError("register-key needs --phone-number-id ID (digits)")
-            return ExitStatus.usage
+        guard dryRun || parsed["--token-file"] != nil else {
+            return parsed.usageError("needs --token-file FILE (the token is never taken from the command line)")
         }
-        guard dryRun || flags["--token-file"] != nil else {
-            printError("register-key needs --token-file FILE (the token is never taken from the command line)")
-            return ExitStatus.usage
-        }
-        var base = flags["--base-url"] ?? defaultBaseURL
+        var base = parsed["--base-url"] ?? defaultBaseURL
         while base.hasSuffix("/") { base.removeLast() }
         let key: PrivateKey
         let target: CallbackTarget
         var token = ""
         do {
             target = try CallbackTarget(url: "\(base)/\(id)/whatsapp_business_encryption", setting: "--base-url")
-            let settings = try Settings(environment: currentEnvironment(), file: flags["--config"],
+            let settings = try Settings(environment: currentEnvironment(), file: parsed["--config"],
                                         names: Configuration.allSettingNames)
-            key = try operatorKey(publicKeyFile: flags["--public-key"], settings: settings)
-            if let file = flags["--token-file"] {
+            key = try operatorKey(publicKeyFile: parsed["--public-key"], settings: settings)
+            if let file = parsed["--token-file"] {
                 let text = String(decoding: try readFile(file, what: "token file"), as: UTF8.self)
                 token = String(text.prefix { $0 != "\n" && $0 != "\r" }).trimmed
                 guard !token.isEmpty else {
@@ -72,7 +67,7 @@ enum RegisterKey {
         let body = Array(("business_public_key=" + formEncode(key.publicKeyPEM)).utf8)
         if dryRun {
             let request = "POST \(target.url)\nContent-Type: application/x-www-form-urlencoded\n"
-                + "Authorization: Bearer <the token in \(flags["--token-file"] ?? "FILE")>\n\n"
+                + "Authorization: Bearer <the token in \(parsed["--token-file"] ?? "FILE")>\n\n"
                 + String(decoding: body, as: UTF8.self) + "\n"
             writeAll(1, Array(request.utf8))
             return 0

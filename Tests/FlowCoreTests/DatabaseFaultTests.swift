@@ -120,4 +120,37 @@ struct DatabaseFaultTests {
             == all.dropFirst(100).map(\.flowToken))
         #expect(try harness.read("/api/bookings", "all=true&limit=100&offset=100")["data"]?.arrayValue?.count == 20)
     }
+
+    @Test func onlyTheCreatingAccessMakesAFile() {
+        for mode in [Database.Access.existing, .readOnly] {
+            #expect(throws: DatabaseError.self) { try Database(path: path, access: mode) }
+            #expect(access(path, F_OK) != 0, "\(mode) created \(path)")
+        }
+        do {
+            _ = try Database(path: path, access: .readOnly)
+            Issue.record("a read-only connection opened a file that does not exist")
+        } catch {
+            #expect(error.code == SQLITE_CANTOPEN)
+            #expect(error.description.hasPrefix("opening \(path): there is no database there"))
+        }
+    }
+
+    @Test func aReadOnlyConnectionReadsWritesNothingAndNeedsEveryMigration() throws {
+        try open().close()
+        let migrations = [Migration(id: "fault-1", sql: "unused: already applied")]
+        let database = try Database(path: path, migrations: migrations, access: .readOnly)
+        #expect(try database.query("SELECT text FROM notes").first?.first?.string == "kept")
+        #expect(throws: DatabaseError.self) { try database.execute("INSERT INTO notes (text) VALUES ('no')") }
+        database.close()
+        let newer = migrations + [Migration(id: "fault-2", sql: "CREATE TABLE later (id INTEGER)")]
+        do {
+            _ = try Database(path: path, migrations: newer, access: .readOnly)
+            Issue.record("a read-only connection accepted a database without migration fault-2")
+        } catch {
+            #expect(error.description.contains("migration fault-2 not applied"))
+        }
+        let writer = try Database(path: path, migrations: newer, access: .existing)
+        #expect(try writer.query("SELECT count(*) FROM later").first?.first?.int == 0)
+        writer.close()
+    }
 }

@@ -525,6 +525,16 @@ def start_listen(binary: Path, config: Path, workdir: Path, processes: Processes
     return popen
 
 
+def make_database(binary: Path, config: Path, workdir: Path) -> None:
+    """The database of ``config`` as the responder leaves it: started once (creating and migrating the file) and
+    stopped again (the operator commands never create one)."""
+    processes = Processes()
+    try:
+        start_listen(binary, config, workdir, processes, f"unix:{workdir / 'make-database.sock'}")
+    finally:
+        processes.stop_all()
+
+
 def shipped_unit_value(unit: str, key: str) -> str:
     for line in (REPO / "nginx" / unit).read_text().splitlines():
         if line.startswith(key + "="):

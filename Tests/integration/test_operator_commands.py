@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import subprocess
+from urllib.parse import quote
 
-from conftest import Processes, clean_env, start_listen, write_config
+from conftest import REPO, Processes, clean_env, make_database, start_listen, write_config
 from test_appointment import AppointmentClient, bookings, success_params, tomorrow, write_catalog
 
 
@@ -99,3 +101,153 @@ def test_commands_without_a_database_fail_clearly(binary, tmp_path):
     assert result.returncode == 1
     assert "DATABASE_URL is not set" in result.stderr
     assert os.path.exists(tmp_path / "empty.env")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Arguments, read-only opening, usage texts
+# --------------------------------------------------------------------------------------------------------
+
+BAD_ARGUMENTS = [
+    (["bookings", "--from", "garbage"], "--from must be a date written YYYY-MM-DD"),
+    (["bookings", "--to", "2026-02-30"], "--to must be a date written YYYY-MM-DD"),
+    (["bookings", "--from"], "--from needs a value"),
+    (["bookings", "--from", "2026-01-01", "--from", "2026-01-02"], "--from given more than once"),
+    (["bookings", "--everything"], "unknown option --everything"),
+    (["expenses", "--limit", "abc"], "--limit must be a whole number from 1 to 100"),
+    (["expenses", "--limit", "-1"], "--limit must be a whole number from 1 to 100"),
+    (["expenses", "--limit=101"], "--limit must be a whole number from 1 to 100"),
+    (["expenses", "--offset", "x"], "--offset must be a whole number from 0"),
+    (["expenses", "--csv=yes"], "--csv takes no value"),
+    (["expenses", "extra"], "unexpected argument extra"),
+    (["cancel-booking", "abc"], "needs one booking id"),
+    (["purge", "--days", "-5"], "--days must be a whole number from 0 to 36500"),
+    (["purge", "--days", "ten"], "--days must be a whole number from 0 to 36500"),
+    (["check", "--verbose"], "unknown option --verbose"),
+]
+
+
+def test_bad_arguments_exit_2_naming_the_argument(binary, keys, app_secret, tmp_path):
+    """Checked before anything is opened: the database here does not even exist."""
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path)
+    for arguments, message in BAD_ARGUMENTS:
+        result = run(binary, config, *arguments)
+        assert result.returncode == 2, (arguments, result.returncode, result.stdout, result.stderr)
+        assert message in result.stderr, (arguments, result.stderr)
+        assert f"flows-fcgi {arguments[0]} --help" in result.stderr, result.stderr
+        assert "RETENTION_DAYS" not in result.stderr
+    assert not (tmp_path / "flows.db").exists()
+    keygen = subprocess.run([str(binary), "keygen", "--out", str(tmp_path), "--bits", "1024"], capture_output=True,
+                            text=True, env=clean_env(), timeout=30)
+    assert keygen.returncode == 2 and "--bits must be a whole number from 2048 to 8192" in keygen.stderr
+
+
+def read_api_status(binary, config, resource: str, query: str, token: str) -> int:
+    """The read API's answer to ``GET .../resource?query`` through the binary as a plain CGI program."""
+    from conftest import parse_cgi_output
+    env = clean_env(GATEWAY_INTERFACE="CGI/1.1", REQUEST_METHOD="GET", SCRIPT_NAME=f"/{resource}",
+                    QUERY_STRING=query, SERVER_PROTOCOL="HTTP/1.1", HTTP_AUTHORIZATION=f"Bearer {token}")
+    result = subprocess.run([str(binary), "--config", str(config)], env=env, capture_output=True, timeout=30)
+    return parse_cgi_output(result.stdout).status
+
+
+def test_command_line_and_read_api_accept_the_same_values(binary, keys, app_secret, tmp_path):
+    token = "api-token-" + "x" * 16
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, API_TOKEN=token)
+    make_database(binary, config, tmp_path)
+    cases = [("expenses", "limit", value) for value in ("abc", "-1", "0", "1", "100", "101", "+5", "12345678901")]
+    cases += [("expenses", "offset", value) for value in ("-1", "0", "7", "1000000001")]
+    cases += [("bookings", name, value) for name in ("from", "to")
+              for value in ("garbage", "2026-02-30", "2026-02-28", "2028-02-29", "2026-2-1", "2026-01-01T00:00")]
+    for resource, name, value in cases:
+        api = read_api_status(binary, config, resource, f"{name}={quote(value, safe='')}", token)
+        cli = run(binary, config, resource, f"--{name}", value)
+        assert api in (200, 400), (resource, name, value, api)
+        assert cli.returncode in (0, 2), (resource, name, value, cli.stderr)
+        assert (api == 200) == (cli.returncode == 0), (resource, name, value, api, cli.returncode, cli.stderr)
+
+
+def test_commands_never_create_a_database(binary, keys, app_secret, tmp_path):
+    """A typo in the path: each command says there is no database there (exit 1) and creates nothing."""
+    typo = tmp_path / "flwos.db"
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, DATABASE_URL=f"sqlite:{typo}")
+    for arguments in (["bookings"], ["bookings", "--csv"], ["expenses"], ["expenses", "--csv"],
+                      ["cancel-booking", "1"], ["purge"], ["purge", "--dry-run"]):
+        result = run(binary, config, *arguments)
+        assert result.returncode == 1, (arguments, result.stdout, result.stderr)
+        assert str(typo) in result.stderr and "no database there" in result.stderr, result.stderr
+        assert "(none)" not in result.stdout
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["flows.env"], arguments
+
+
+def test_read_commands_open_a_stopped_responders_database_read_only(binary, keys, app_secret, tmp_path):
+    """After the responder stopped (WAL checkpointed and removed), listing reads the file without writing it; an
+    empty file is refused as not a database of this program instead of being migrated."""
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path)
+    database = tmp_path / "flows.db"
+    make_database(binary, config, tmp_path)
+    assert not (tmp_path / "flows.db-wal").exists()
+    database.chmod(0o444)
+    before = database.read_bytes()
+    for arguments in (["bookings"], ["bookings", "--all", "--from", "2026-01-01"], ["expenses", "--limit", "5"]):
+        result = run(binary, config, *arguments)
+        assert result.returncode == 0, (arguments, result.stderr)
+        assert "(none)" in result.stdout
+    assert database.read_bytes() == before
+
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    config = write_config(tmp_path / "empty.env", keys, app_secret, tmp_path, DATABASE_URL=f"sqlite:{empty}")
+    result = run(binary, config, "expenses")
+    assert result.returncode == 1 and "not a flows-fcgi database" in result.stderr, result.stderr
+    assert empty.read_bytes() == b""
+
+
+def main_help(binary) -> str:
+    result = subprocess.run([str(binary), "--help"], capture_output=True, text=True, env=clean_env(), timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_each_command_prints_its_own_usage(binary):
+    listed = main_help(binary).split("operator commands", 1)[1]
+    commands = re.findall(r"^  ([a-z][a-z-]+)  ", listed, re.MULTILINE)
+    assert {"bookings", "cancel-booking", "expenses", "purge", "keygen", "check", "probe",
+            "register-key"} <= set(commands), commands
+    assert "fcgi://HOST:PORT" in listed  # the probe's FastCGI form
+    for command in commands:
+        for flag in ("--help", "-h"):
+            result = subprocess.run([str(binary), command, flag], capture_output=True, text=True, env=clean_env(),
+                                    timeout=30)
+            assert result.returncode == 0, (command, result.stderr)
+            assert result.stdout.startswith(f"usage: flows-fcgi {command}"), (command, result.stdout[:200])
+            others = [c for c in commands if c != command and f"usage: flows-fcgi {c} " in result.stdout]
+            assert not others, (command, others)
+
+
+def settings_the_code_reads() -> set[str]:
+    """Every setting name in the sources: read through Settings (``settings["X"]``, ``.integer("X"``,
+    ``.flag("X"``, ``.overriding("X"``) or listed in a ``settingNames`` array."""
+    names: set[str] = set()
+    read = re.compile(r'(?:settings|self)\s*(?:\[|\.integer\(|\.flag\(|\.overriding\()\s*"([A-Z][A-Z0-9_]+)"')
+    listed = re.compile(r"settingNames\s*(?::\s*\[String\])?\s*=\s*\[([^\]]*)\]", re.DOTALL)
+    for source in (REPO / "Sources").rglob("*.swift"):
+        text = source.read_text()
+        names.update(read.findall(text))
+        for block in listed.findall(text):
+            names.update(re.findall(r'"([A-Z][A-Z0-9_]+)"', block))
+    return names
+
+
+def test_help_and_readme_list_every_setting_the_code_reads(binary):
+    names = settings_the_code_reads()
+    assert len(names) >= 25 and {"APP_SECRET", "API_TOKEN", "EXPENSE_CURRENCY", "RETENTION_DAYS"} <= names, names
+    help_text = main_help(binary)
+    settings_part = help_text.split("settings (", 1)[1].split("operator commands", 1)[0]
+    missing_help = sorted(n for n in names if not re.search(rf"\b{n}\b", settings_part))
+    readme = (REPO / "README.md").read_text()
+    # The configuration reference: table rows whose first cell names the setting.
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", readme, re.MULTILINE))
+    documented |= {m for row in re.findall(r"^\| (`[A-Z_]+` / `[A-Z_]+`)", readme, re.MULTILINE)
+                   for m in re.findall(r"`([A-Z_]+)`", row)}
+    missing_readme = sorted(names - documented)
+    assert not missing_help and not missing_readme, (missing_help, missing_readme)

@@ -94,7 +94,19 @@ public final class Database {
     /// The connection as a bit pattern, for `sqlite3_interrupt` from a watchdog thread (0 when closed).
     var interruptHandle: UInt { handle.map { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer($0))) } ?? 0 }
 
-    /// Opens (creating if needed) the database at `path`, switches it to WAL and applies `migrations`.
+    /// How a connection may use its file.
+    public enum Access: Sendable {
+        /// Read and write, creating the file if needed (the responder).
+        case create
+        /// Read and write a file that must exist already (an operator command that writes).
+        case existing
+        /// Read only a file that must exist already; nothing is created, migrated or written (an operator command
+        /// that only reads). A file without every migration applied is refused, naming the missing one.
+        case readOnly
+    }
+
+    /// Opens (creating if needed, unless `access` says otherwise) the database at `path`, switches it to WAL and
+    /// applies `migrations`.
     ///
     /// - Parameters:
     ///   - path: the database file.
@@ -103,19 +115,40 @@ public final class Database {
     ///     processes opening a new file at once apply each exactly once.
     ///   - brief: a connection for one short job (a metrics flush, a purge check): no lookaside allocator and a
     ///     small page cache, so opening it now and then adds little to the process's resident memory.
+    ///   - access: whether the file may be created, and whether this connection writes.
     ///   - fileGroup: `DATABASE_GROUP`: a file created here is 0640 in this group instead of 0600.
     public init(path: String, busyTimeoutMilliseconds: Int32 = 5000, migrations: [Migration] = [],
-                brief: Bool = false, fileGroup: gid_t? = nil) throws(DatabaseError) {
+                brief: Bool = false, access mode: Access = .create, fileGroup: gid_t? = nil) throws(DatabaseError) {
         self.path = path
         self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
-        try createDatabaseFileIfMissing(path, group: fileGroup)
+        if mode == .create { try createDatabaseFileIfMissing(path, group: fileGroup) }
         var db: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let flags = switch mode {
+        case .create: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        case .existing: SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX
+        case .readOnly: SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX
+        }
+        if mode != .create, access(path, F_OK) != 0, errno == ENOENT {
+            throw DatabaseError(code: SQLITE_CANTOPEN, message: "there is no database there (the responder creates "
+                + "it when it starts; check DATABASE_URL)", context: "opening \(path)")
+        }
         let rc = sqlite3_open_v2(path, &db, flags, nil)
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close_v2(db)
             throw DatabaseError(code: rc, message: message, context: "opening \(path)")
+        }
+        if mode == .readOnly {
+            handle = db
+            sqlite3_extended_result_codes(db, 1)
+            sqlite3_busy_timeout(db, busyTimeoutMilliseconds)
+            do throws(DatabaseError) {
+                try checkMigrated(migrations)
+            } catch {
+                close()
+                throw error
+            }
+            return
         }
         // SQLite silently opens a file this process may not write read-only, and that connection would create the
         // -wal and -shm files with the file's read-only mode, which keeps every later writer read-only, even once
@@ -322,13 +355,24 @@ public final class Database {
         }
     }
 
-    private func migrate(_ migrations: [Migration]) throws(DatabaseError) {
-        let hasTable = try !query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
-            .isEmpty
-        if hasTable {
-            let applied = Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
-            if migrations.allSatisfy({ applied.contains($0.id) }) { return }
+    /// A read-only connection's check that the file is a database of this program with `migrations` applied.
+    private func checkMigrated(_ migrations: [Migration]) throws(DatabaseError) {
+        let applied = try appliedMigrations() ?? []
+        if let missing = migrations.first(where: { !applied.contains($0.id) }) {
+            throw DatabaseError(code: SQLITE_ERROR, message: "not a flows-fcgi database of this version (migration "
+                + "\(missing.id) not applied; the responder applies it when it starts)", context: "opening \(path)")
         }
+    }
+
+    /// The ids in `schema_migrations`, `nil` when the table does not exist.
+    private func appliedMigrations() throws(DatabaseError) -> Set<String>? {
+        guard try !query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").isEmpty
+        else { return nil }
+        return Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
+    }
+
+    private func migrate(_ migrations: [Migration]) throws(DatabaseError) {
+        if let applied = try appliedMigrations(), migrations.allSatisfy({ applied.contains($0.id) }) { return }
         // Creating the table in the same BEGIN IMMEDIATE: an autocommit CREATE racing another process's would
         // fail with SQLITE_BUSY_SNAPSHOT, which the busy handler does not retry.
         try writeTransaction { () throws(DatabaseError) in

@@ -22,9 +22,12 @@ public enum Retention {
     /// The shortest time between two automatic purges of one database, in seconds.
     public static let interval: Int64 = 3600
 
+    /// The values `RETENTION_DAYS` (and `purge --days`) accept; 0 keeps everything forever.
+    public static let dayRange = 0...36500
+
     /// `RETENTION_DAYS` (0 to 36500; 0 keeps everything forever).
     public static func days(_ settings: Settings) throws(ConfigError) -> Int {
-        try settings.integer("RETENTION_DAYS", default: defaultDays, range: 0...36500)
+        try settings.integer("RETENTION_DAYS", default: defaultDays, range: dayRange)
     }
 
     /// How a purge went: rows changed per table, in the order purged.

@@ -30,15 +30,16 @@ struct ReadParameters {
 
     func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws(BadParameter) -> Int {
         guard let text = try text(name) else { return value }
-        guard text.utf8.count <= 10, let number = Int(text), range.contains(number) else {
-            throw BadParameter("\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        guard let number = ParameterRules.integer(text, in: range) else {
+            throw BadParameter(ParameterRules.integerProblem(name, range))
         }
         return number
     }
 
     /// `limit` (1-100, default 50) and `offset` (0 or more).
     func page() throws(BadParameter) -> (limit: Int, offset: Int) {
-        (try integer("limit", default: 50, range: 1...100), try integer("offset", default: 0, range: 0...1_000_000_000))
+        (try integer("limit", default: 50, range: ParameterRules.limit),
+         try integer("offset", default: 0, range: ParameterRules.offset))
     }
 }
 
@@ -123,7 +124,8 @@ extension Endpoint {
         }
         if let since = try parameters.text("since") {
             guard let epoch = ISOTime.parse(since) else {
-                throw BadParameter("since must be an ISO 8601 time such as 2026-11-23 or 2026-11-23T12:00:00Z")
+                throw BadParameter("since must be an ISO 8601 time such as 2026-11-23 or 2026-11-23T12:00:00Z "
+                    + "(an offset's + written %2B in the query string)")
             }
             arguments.append(.integer(epoch))
             conditions.append("timestamp >= ?\(arguments.count)")
@@ -197,7 +199,7 @@ extension Endpoint {
         let (limit, offset) = try parameters.page()
         let from = try parameters.text("from"), to = try parameters.text("to")
         for (name, value) in [("from", from), ("to", to)] {
-            if let value, !ISOTime.isDate(value) { throw BadParameter("\(name) must be a date written YYYY-MM-DD") }
+            if let value, !ParameterRules.isDate(value) { throw BadParameter(ParameterRules.dateProblem(name)) }
         }
         let all: Bool
         switch try parameters.text("all") {
