@@ -46,7 +46,7 @@ struct Options {
         settings (environment or --config file): APP_SECRET, APP_SECRET_PREVIOUS, PRIVATE_KEY_FILE (comma-separated,
         newest first), PRIVATE_KEY, PASSPHRASE or PASSPHRASE_FILE, DATABASE_URL (sqlite:/path/flows.db), LOG_LEVEL,
         LOG_FILE, LOG_FORMAT (text or json), MAX_BODY_BYTES, SIGNATURE_CHECK (off only for development),
-        DATABASE_BUSY_TIMEOUT_MS, MAX_REQUESTS, REQUEST_DEADLINE_MS (default 8000), METRICS_FLUSH_SECONDS (default 5),
+        DATABASE_BUSY_TIMEOUT_MS, MAX_REQUESTS, REQUEST_DEADLINE_MS (default 8000), METRICS_DIR,
         RETENTION_DAYS (default 90; personal data older than that is purged automatically, 0 keeps everything).
         Signals: TERM/INT finish in-flight requests and exit 0; HUP/USR1 reopen the log file (USR1 does not stop).
 
