@@ -258,6 +258,13 @@ func samples(_ text: String) -> [String: Double] {
                                                            "METRICS_DIR": "/run/flows-fcgi"]))
         #expect(given.metricsDirectory == "/run/flows-fcgi")
         #expect(throws: ConfigError.self) { try RuntimeSettings(settings: Settings(["METRICS_DIR": "run/m"])) }
+
+        // A config file of an earlier version still setting METRICS_FLUSH_SECONDS starts, with a warning.
+        let file = directory + "/old.env"
+        writeFile(file, "APP_SECRET=s\nPRIVATE_KEY_FILE=\(fixturesDirectory)/keys/pkcs8.pem\nMETRICS_FLUSH_SECONDS=5\n")
+        let old = try Configuration(settings: Settings(environment: [:], file: file,
+                                                       names: Configuration.allSettingNames))
+        #expect(old.warnings == ["\(file): unknown setting METRICS_FLUSH_SECONDS (ignored)"])
         #expect(throws: ConfigError.self) { try RuntimeSettings(settings: Settings(["LOG_FORMAT": "xml"])) }
         #expect(throws: ConfigError.self) { try RuntimeSettings(settings: Settings(["MAX_REQUESTS": "-1"])) }
     }
