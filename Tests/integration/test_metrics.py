@@ -95,6 +95,18 @@ def scrape(address, token: str, query: str = "") -> dict[str, float]:
     return samples(r.body.decode())
 
 
+def metrics_config(tmp_path: Path, keys, app_secret) -> tuple[str, Path]:
+    """A fresh API token and a config with it."""
+    token = secrets.token_hex(16)
+    return token, write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, API_TOKEN=token)
+
+
+def two_responders_behind_nginx(binary, config: Path, tmp_path: Path, processes: Processes):
+    """spawn-fcgi -F 2 behind nginx: (their pids, nginx's address, the metrics folder)."""
+    sock, pids = start_spawn_fcgi(binary, config, tmp_path, processes, count=2)
+    return pids, start_nginx(tmp_path, processes, f"unix:{sock}"), tmp_path / "flows.db.metrics"
+
+
 def mixed_requests(address, keys, app_secret, count: int) -> Counter:
     """`count` requests through nginx: health checks, signed pings and badly signed pings; returns what was sent."""
     sent: Counter = Counter()
@@ -116,14 +128,11 @@ def mixed_requests(address, keys, app_secret, count: int) -> Counter:
 
 
 def test_metrics_count_both_spawn_fcgi_processes_exactly_at_once(binary, keys, app_secret, tmp_path):
-    token = secrets.token_hex(16)
-    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, API_TOKEN=token)
+    token, config = metrics_config(tmp_path, keys, app_secret)
     processes = Processes()
     try:
-        sock, pids = start_spawn_fcgi(binary, config, tmp_path, processes, count=2)
-        address = start_nginx(tmp_path, processes, f"unix:{sock}")
+        pids, address, folder = two_responders_behind_nginx(binary, config, tmp_path, processes)
         assert http_request(address, "GET", PREFIX + "/metrics").status == 401
-        folder = tmp_path / "flows.db.metrics"
 
         sent = mixed_requests(address, keys, app_secret, 200)
         # Both processes answered some, and the very next scrape counts all 200 (and the unauthorized scrape).
@@ -162,13 +171,10 @@ def test_metrics_count_both_spawn_fcgi_processes_exactly_at_once(binary, keys, a
 
 
 def test_a_responder_killed_with_sigkill_loses_no_counts(binary, keys, app_secret, tmp_path):
-    token = secrets.token_hex(16)
-    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, API_TOKEN=token)
+    token, config = metrics_config(tmp_path, keys, app_secret)
     processes = Processes()
     try:
-        sock, pids = start_spawn_fcgi(binary, config, tmp_path, processes, count=2)
-        address = start_nginx(tmp_path, processes, f"unix:{sock}")
-        folder = tmp_path / "flows.db.metrics"
+        pids, address, folder = two_responders_behind_nginx(binary, config, tmp_path, processes)
         sent = mixed_requests(address, keys, app_secret, 120)
         victim = pids[0]
         assert answered_by(tmp_path / "responder.log")[victim] > 0
@@ -189,8 +195,7 @@ def test_a_responder_killed_with_sigkill_loses_no_counts(binary, keys, app_secre
 
 
 def test_recycled_prefork_children_are_counted_exactly_and_leave_few_files(binary, keys, app_secret, tmp_path):
-    token = secrets.token_hex(16)
-    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, API_TOKEN=token)
+    token, config = metrics_config(tmp_path, keys, app_secret)
     sock = tmp_path / "recycle.sock"
     processes = Processes()
     try:
@@ -215,8 +220,7 @@ def test_recycled_prefork_children_are_counted_exactly_and_leave_few_files(binar
 
 
 def test_plain_cgi_requests_are_counted(binary, keys, app_secret, tmp_path):
-    token = secrets.token_hex(16)
-    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, API_TOKEN=token)
+    token, config = metrics_config(tmp_path, keys, app_secret)
     folder = tmp_path / "flows.db.metrics"
 
     def cgi(path: str, **headers: str):
