@@ -5,6 +5,7 @@ requests keep succeeding, and `LOG_FORMAT=json` writes one JSON object per line.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -178,9 +179,19 @@ def test_a_responder_killed_with_sigkill_loses_no_counts(binary, keys, app_secre
         sent = mixed_requests(address, keys, app_secret, 120)
         victim = pids[0]
         assert answered_by(tmp_path / "responder.log")[victim] > 0
+        victim_file = process_files(folder)[victim]
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: not Path(f"/proc/{victim}").exists()
-                   or "Z" in Path(f"/proc/{victim}/stat").read_text().split()[2], what="the responder to die")
+
+        def lock_dropped() -> bool:
+            # The kernel drops the lock once the last thread has gone (a zombie leader may come earlier).
+            with open(victim_file, "rb") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                fcntl.flock(f, fcntl.LOCK_UN)
+                return True
+        wait_until(lock_dropped, what="the killed responder's lock to go")
         values = scrape(address, token)
         for series, count in sent.items():
             assert values[series] == count, (series, values.get(series), count)
