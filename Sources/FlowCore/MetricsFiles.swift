@@ -231,12 +231,19 @@ enum MetricsFolder {
             // A compaction removes `new-` files it can lock (left by a process that died while starting): if one
             // got in between open and flock, try again under another name.
             guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+                let error = MetricsError.system("lock", temporary)
+                let taken = errno == EWOULDBLOCK
                 close(fd)
                 attempt += 1
-                continue
+                if taken, attempt < 5 { continue }
+                throw error
             }
-            guard ftruncate(fd, off_t(MetricsTable.size)) == 0 else {
-                let error = MetricsError.system("size", temporary)
+            // Blocks allocated now, not sparse: a full disk fails here, at the start, instead of raising SIGBUS
+            // when a request first touches a page of the mapping.
+            let allocated = posix_fallocate(fd, 0, off_t(MetricsTable.size))
+            guard allocated == 0 else {
+                errno = allocated
+                let error = MetricsError.system("allocate \(MetricsTable.size) bytes for", temporary)
                 close(fd)
                 unlink(temporary)
                 throw error
@@ -252,8 +259,9 @@ enum MetricsFolder {
             let path = "\(directory)/\(processPrefix)\(instance)"
             if rename(temporary, path) == 0 { return (fd, table) }
             let error = MetricsError.system("rename \(temporary) to", path)
+            let vanished = errno == ENOENT
             close(fd)
-            if errno != ENOENT || attempt > 3 { throw error }
+            if !vanished || attempt >= 4 { throw error }
             attempt += 1
         }
     }
