@@ -59,7 +59,7 @@ struct MetricsTotals: Equatable {
 /// sees a whole key or none.
 final class MetricsTable: @unchecked Sendable {
     /// Bytes of the region (pages are resident only once touched: a few series use two pages).
-    static let size = 128 * 1024
+    static let size = 64 * 1024
     static let headerSize = 64
     static let slotSize = 176
     static let keyCapacity = 60

@@ -52,7 +52,7 @@ def samples(text: str) -> dict[str, float]:
 
 
 def file_counts(path: Path) -> Counter:
-    """Requests per (flow, action, status) in one metrics file, read as the README documents the layout."""
+    """Requests per (flow, action, status) in one metrics file, read as MetricsFiles.swift documents the layout."""
     data = path.read_bytes()
     assert data[:8] == b"FLOWSMT1", path
     slots, size = struct.unpack_from("<II", data, 8)
