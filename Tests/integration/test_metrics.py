@@ -294,3 +294,15 @@ def test_json_log_lines(binary, keys, app_secret, tmp_path):
     assert [r["status"] for r in access] == ["200", "404"]
     assert access[0]["id"] == "req-42" and re.match(r"^\d+-2$", access[1]["id"])
     assert any(r["msg"] == "stopped" for r in records)
+
+
+def test_an_unusable_metrics_folder_stops_the_start_with_its_name(binary, keys, app_secret, tmp_path):
+    (tmp_path / "plain-file").write_text("not a folder")
+    folder = tmp_path / "plain-file" / "metrics"
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, METRICS_DIR=str(folder))
+    result = subprocess.run([str(binary), "--config", str(config), "--listen", f"unix:{tmp_path / 'm.sock'}"],
+                            env=clean_env(), capture_output=True, timeout=20)
+    assert result.returncode == 1, result
+    log = (tmp_path / "responder.log").read_text()
+    assert "cannot use the metrics folder (METRICS_DIR)" in log and str(folder) in log, log
+    assert f"cannot use the metrics folder: metrics: cannot create the folder {folder}" in result.stderr.decode()
