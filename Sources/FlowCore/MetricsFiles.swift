@@ -206,6 +206,8 @@ enum MetricsFolder {
     static let processPrefix = "p-"
     /// A process file while it is being set up (renamed to `p-` once locked and initialized).
     static let newPrefix = "new-"
+    /// Files folded in one pass at most (each is held open until the new accumulated file is in place).
+    static let foldLimit = 256
 
     /// Creates `directory` (mode 0700) unless it exists; it must be a directory.
     static func prepare(_ directory: String) throws(MetricsError) {
@@ -360,7 +362,8 @@ enum MetricsFolder {
             guard try self.read(fd: fd, path: path, extra: false, into: &counts) != nil else {
                 throw MetricsError("metrics: \(path) is not a flows-fcgi metrics file of this version (move it away)")
             }
-            if exited {
+            // Folded files stay open (locked) until removed: at most `foldLimit` a pass, the rest are counted only.
+            if exited, folded.count < foldLimit {
                 accumulated += counts
                 folded.append((name, fd))
                 kept = true

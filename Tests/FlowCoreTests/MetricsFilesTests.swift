@@ -145,6 +145,15 @@ func writeBytes(_ path: String, _ bytes: [UInt8]) {
         #expect(try hostCount("health") == 160)
     }
 
+    @Test func manyExitedFilesAreFoldedOverSeveralPasses() throws {
+        let files = MetricsFolder.foldLimit + 20
+        for i in 0..<files { try exitedProcess("m\(i)", flow: "health", count: 1) }
+        #expect(try hostCount("health") == files)
+        #expect(try names().count == 2 + 20)
+        #expect(try hostCount("health") == files)
+        #expect(try names() == ["accumulated", "lock"] as [String])
+    }
+
     @Test func aFullTableCountsTheRestAsOverflow() {
         let metrics = Metrics(instance: "full")
         let slot = metrics.makeSlot()
