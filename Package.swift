@@ -17,9 +17,11 @@ let package = Package(
         .systemLibrary(name: "CFlowsFastCGI", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CFlowsOpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CFlowsSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // Header only: atomic operations on the memory-mapped metrics files.
+        .systemLibrary(name: "CFlowsAtomics"),
         .target(
             name: "FlowCore",
-            dependencies: ["CFlowsOpenSSL", "CFlowsSQLite"],
+            dependencies: ["CFlowsAtomics", "CFlowsOpenSSL", "CFlowsSQLite"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -91,7 +91,7 @@ def main() -> int:
     receiver = Receiver()
     processes = Processes()
     try:
-        keys, stranger, config = prepare(work, receiver.port, METRICS_FLUSH_SECONDS="1")
+        keys, stranger, config = prepare(work, receiver.port)
         env = clean_env(ASAN_OPTIONS=f"detect_leaks=1:log_path={work}/asan:halt_on_error=1",
                         LSAN_OPTIONS=f"suppressions={args.suppressions}:print_suppressions=1")
         self_test(args.binary, work, env)

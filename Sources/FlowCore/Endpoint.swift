@@ -273,6 +273,9 @@ public struct Endpoint: Sendable {
         return value
     }
 
+    /// Read API and metrics answers (personal data, live figures): never stored by a cache, never content-sniffed.
+    static let privateAnswerHeaders = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
+
     private func respond(_ request: EndpointRequest, worker: Worker, summary: inout RequestSummary) -> EndpointResponse {
         func fail(_ status: Int, _ message: String, _ headers: [(String, String)] = []) -> EndpointResponse {
             summary.reason = message
@@ -286,9 +289,13 @@ public struct Endpoint: Sendable {
         case .webhook:
             return webhook(request, worker: worker, summary: &summary)
         case .readAPI(let resource):
-            return readAPI(resource, request, worker: worker, summary: &summary)
+            var response = readAPI(resource, request, worker: worker, summary: &summary)
+            response.headers += Endpoint.privateAnswerHeaders
+            return response
         case .metrics:
-            return metrics(request, worker: worker, summary: &summary)
+            var response = metrics(request, worker: worker, summary: &summary)
+            response.headers += Endpoint.privateAnswerHeaders
+            return response
         case .flow(let name):
             summary.route = name
             guard let flow = configuration.flows[name] else {

@@ -7,10 +7,10 @@ import Musl
 import CFlowsSQLite
 import Synchronization
 
-/// Operational settings: log format, recycling, request deadline and metrics flushing.
+/// Operational settings: log format, recycling, request deadline and the metrics folder.
 public struct RuntimeSettings: Sendable {
     /// The setting names read here.
-    public static let settingNames = ["LOG_FORMAT", "MAX_REQUESTS", "REQUEST_DEADLINE_MS", "METRICS_FLUSH_SECONDS"]
+    public static let settingNames = ["LOG_FORMAT", "MAX_REQUESTS", "REQUEST_DEADLINE_MS", "METRICS_DIR"]
 
     /// `LOG_FORMAT`: text (default) or json.
     public let logFormat: LogFormat
@@ -18,8 +18,8 @@ public struct RuntimeSettings: Sendable {
     public let maxRequests: Int
     /// `REQUEST_DEADLINE_MS`: past this, a request's SQLite work is interrupted and it is answered 503.
     public let requestDeadlineMilliseconds: Int
-    /// `METRICS_FLUSH_SECONDS`: how often each process writes its counters to the database.
-    public let metricsFlushSeconds: Int
+    /// The host-local folder of the per-process metrics files (see `metricsDirectory(_:)`); nil: none.
+    public let metricsDirectory: String?
 
     /// Reads and checks the settings.
     public init(settings: Settings) throws(ConfigError) {
@@ -30,7 +30,20 @@ public struct RuntimeSettings: Sendable {
         }
         maxRequests = try settings.integer("MAX_REQUESTS", default: 0, range: 0...1_000_000_000)
         requestDeadlineMilliseconds = try settings.integer("REQUEST_DEADLINE_MS", default: 8000, range: 100...600_000)
-        metricsFlushSeconds = try settings.integer("METRICS_FLUSH_SECONDS", default: 5, range: 1...3600)
+        metricsDirectory = try RuntimeSettings.metricsDirectory(settings)
+    }
+
+    /// The metrics folder: `METRICS_DIR` (an absolute path), else `<database file>.metrics` beside a SQLite
+    /// database, else none (each process then counts only itself, in memory). The one place that decides it: a
+    /// store without a local file (a database server) will need `METRICS_DIR` or a host-local default here.
+    public static func metricsDirectory(_ settings: Settings) throws(ConfigError) -> String? {
+        if let directory = settings["METRICS_DIR"] {
+            guard directory.hasPrefix("/") else {
+                throw ConfigError("METRICS_DIR=\(directory): give an absolute path, e.g. /var/lib/flows-fcgi/metrics")
+            }
+            return directory
+        }
+        return try Configuration.databasePath(settings).map { $0 + ".metrics" }
     }
 }
 
@@ -51,41 +64,24 @@ struct RequestSeries: Hashable {
     let status: Int
 }
 
-/// A latency histogram with non-cumulative bucket counts (made cumulative when flushed).
-struct DurationHistogram {
+/// The latency histogram's buckets.
+enum DurationHistogram {
     /// Upper bounds in microseconds; the last bucket (`+Inf`) is implicit.
     static let boundsMicros = [5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
                                5_000_000, 10_000_000]
     /// The same bounds as Prometheus `le` labels.
     static let boundLabels = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"]
-
-    var buckets = [Int](repeating: 0, count: DurationHistogram.boundLabels.count)
-    var count = 0
-    var sumMicros = 0
-
-    mutating func observe(_ micros: Int) {
-        var index = 0
-        let bounds = DurationHistogram.boundsMicros
-        while index < bounds.count, micros > bounds[index] { index += 1 }
-        buckets[index] += 1
-        count += 1
-        sumMicros += micros
-    }
 }
 
-/// The counters of one worker thread, touched by it once per request and read by the flusher every few seconds.
+/// One worker thread's handle on the process's counters, and what the watchdog needs of its request in flight.
 ///
-/// Guarded by a spin flag rather than `Mutex`: on Linux `Mutex` is a priority-inheritance futex that calls
-/// `gettid(2)` on every lock, a system call per request; the flag costs one atomic exchange, and the only other
-/// party (the flusher) holds it for microseconds every few seconds.
+/// Counting is a relaxed atomic add into the process's mapped table: no lock, no system call. The slot of a series
+/// is looked up in a dictionary only this worker thread touches; a series seen for the first time takes a slot
+/// under the table's lock.
 public final class MetricsSlot: @unchecked Sendable {
-    struct Counters {
-        var requests: [RequestSeries: Int] = [:]
-        var durations: [String: DurationHistogram] = [:]
-    }
-
-    private let busy = Atomic<Bool>(false)
-    private var counters = Counters()
+    private let table: MetricsTable
+    /// Series -> slot in `table`; touched by the owning worker thread only.
+    private var indexes: [RequestSeries: Int] = [:]
     /// Monotonic start of the request in flight (nanoseconds), 0 when idle.
     let requestStart = Atomic<Int64>(0)
     /// Set by the watchdog when it interrupted the request in flight.
@@ -93,22 +89,19 @@ public final class MetricsSlot: @unchecked Sendable {
     /// The worker's SQLite handle (as a bit pattern) while it may be interrupted; 0 once closed.
     let connection = Mutex<UInt>(0)
 
-    init() {}
-
-    /// Runs `body` with the counters, holding the spin flag.
-    func withCounters<T>(_ body: (inout Counters) -> T) -> T {
-        while !busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {
-            sched_yield()
-        }
-        defer { busy.store(false, ordering: .releasing) }
-        return body(&counters)
-    }
+    init(table: MetricsTable) { self.table = table }
 
     func record(flow: String, action: String, status: Int, micros: Int) {
-        withCounters { counters in
-            counters.requests[RequestSeries(flow: flow, action: action, status: status), default: 0] += 1
-            counters.durations[flow, default: DurationHistogram()].observe(micros)
+        let series = RequestSeries(flow: flow, action: action, status: status)
+        let index: Int
+        if let known = indexes[series] {
+            index = known
+        } else {
+            index = table.index(for: series)
+            indexes[series] = index
         }
+        table.record(index, micros: micros)
+        table.raiseBusyRetries(to: sqliteBusyRetries.load(ordering: .relaxed))
     }
 
     /// Interrupts the SQLite work of the request in flight if it started at `started` and is still running.
@@ -121,24 +114,46 @@ public final class MetricsSlot: @unchecked Sendable {
     }
 }
 
-/// Per-process counters, flushed into the `metrics_counters` table under a random instance id so that `/metrics`
-/// can sum every responder process sharing the database (dead processes' rows keep counting).
+/// The counters of one process: a table in its own file of the host's metrics folder (see `MetricsFolder`), so
+/// that `/metrics` answered by any process sums every process of the host at once, dead ones included; or, without
+/// a folder, in memory (counting this process only).
 public final class Metrics: Sendable {
-    /// The unique id of this process start.
+    /// The unique id of this process start (its file is `p-<instance>`).
     public let instance: String
     /// This process's id, read once (getpid is a system call).
     public let pid: Int32
+    /// The metrics folder, nil when counting in memory only.
+    public let directory: String?
+    let table: MetricsTable
+    /// The descriptor holding this process's file and its lock; -1 without a file or once retired.
+    private let file: Mutex<Int32>
     private let slots = Mutex<[MetricsSlot]>([])
     private let requestNumber = Atomic<Int>(0)
-    private let flushed = Mutex<[String: Int]>([:])
 
-    /// Counters for a new process start; `instance` is unique unless given (tests).
+    /// Counters in memory only; `instance` is unique unless given (tests).
     public init(instance: String? = nil) {
         pid = getpid()
         self.instance = instance ?? Metrics.randomInstance(pid: pid)
+        directory = nil
+        table = MetricsTable()
+        file = Mutex(-1)
     }
 
-    /// The table the counters go to.
+    /// Counters in a new file of `directory` (created 0700 if missing), locked until `retire()` or the process
+    /// ends; `instance` is unique unless given (tests).
+    public init(directory: String, instance: String? = nil) throws(MetricsError) {
+        pid = getpid()
+        self.instance = instance ?? Metrics.randomInstance(pid: pid)
+        self.directory = directory
+        let (fd, table) = try MetricsFolder.createProcessFile(directory, instance: self.instance)
+        self.table = table
+        file = Mutex(fd)
+    }
+
+    deinit { retire() }
+
+    /// The `metrics_counters` table of earlier versions (which flushed counters into the database): kept so that
+    /// existing databases and their migration history stay as they are; nothing writes it any more.
     public static let migrations = [
         Migration(id: "metrics-1", sql: """
             CREATE TABLE metrics_counters (
@@ -160,9 +175,12 @@ public final class Metrics: Sendable {
         return "\(pid)-\(wall)-\(String(monotonicNanoseconds() & 0xFFFFF, radix: 36))"
     }
 
+    /// Creates the metrics folder `directory` (mode 0700) unless it exists, and checks it can be written.
+    public static func prepare(directory: String) throws(MetricsError) { try MetricsFolder.prepare(directory) }
+
     /// A slot for one more worker thread.
     func makeSlot() -> MetricsSlot {
-        let slot = MetricsSlot()
+        let slot = MetricsSlot(table: table)
         slots.withLock { $0.append(slot) }
         return slot
     }
@@ -186,76 +204,66 @@ public final class Metrics: Sendable {
         }
     }
 
-    /// Every series of this process with its value since the process started (histograms cumulative).
-    func snapshot() -> [String: Int] {
-        var requests: [RequestSeries: Int] = [:]
-        var durations: [String: DurationHistogram] = [:]
-        for slot in slots.withLock({ $0 }) {
-            slot.withCounters { counters in
-                requests.merge(counters.requests, uniquingKeysWith: +)
-                for (flow, histogram) in counters.durations {
-                    var total = durations[flow] ?? DurationHistogram()
-                    for i in total.buckets.indices { total.buckets[i] += histogram.buckets[i] }
-                    total.count += histogram.count
-                    total.sumMicros += histogram.sumMicros
-                    durations[flow] = total
-                }
-            }
+    /// Ends counting into the file (when the process is done serving): its lock is dropped, so the next compaction
+    /// folds it into the accumulated file. Counts recorded afterwards are not seen.
+    public func retire() {
+        file.withLock { fd in
+            guard fd >= 0 else { return }
+            // Unlocked explicitly: the mapping keeps the open file (and so its lock) alive after close.
+            flock(fd, LOCK_UN)
+            close(fd)
+            fd = -1
         }
-        var series: [String: Int] = [:]
-        for (key, value) in requests {
+    }
+
+    /// After `retire()`: folds the files of exited processes (this one's included) into the accumulated file when
+    /// at least `minimumFiles` process files are there and no scrape or compaction is running elsewhere.
+    public func compact(minimumFiles: Int = 0) throws(MetricsError) {
+        guard let directory else { return }
+        _ = try MetricsFolder.collect(directory, read: false, wait: false, minimumFiles: minimumFiles)
+    }
+
+    /// The counts of every process of the host (this process only without a folder), folding exited processes'
+    /// files first.
+    func hostTotals() throws(MetricsError) -> MetricsTotals {
+        guard let directory else { return table.totals() }
+        return try MetricsFolder.collect(directory, read: true) ?? MetricsTotals()
+    }
+
+    /// This process's series, named as on `/metrics` (histograms cumulative).
+    func snapshot() -> [String: Int] { table.totals().seriesValues() }
+}
+
+extension MetricsTotals {
+    /// Every series named as on `/metrics` with its value (histograms cumulative, sums in microseconds).
+    func seriesValues() -> [String: Int] {
+        var values: [String: Int] = [:]
+        var durations: [String: SeriesCounts] = [:]
+        for (key, counts) in series {
             let flow = MetricsText.escape(key.flow)
-            series["flows_requests_total{flow=\"\(flow)\",action=\"\(MetricsText.escape(key.action))\","
-                + "status=\"\(key.status)\"}", default: 0] += value
+            let count = counts.count
+            values["flows_requests_total{flow=\"\(flow)\",action=\"\(MetricsText.escape(key.action))\","
+                + "status=\"\(key.status)\"}", default: 0] += count
             if key.status == 421 {
-                series["flows_decryption_failures_total{flow=\"\(flow)\"}", default: 0] += value
+                values["flows_decryption_failures_total{flow=\"\(flow)\"}", default: 0] += count
             }
             if key.status == 432 || (key.status == 401 && key.flow == "webhook") {
-                series["flows_signature_failures_total{flow=\"\(flow)\"}", default: 0] += value
+                values["flows_signature_failures_total{flow=\"\(flow)\"}", default: 0] += count
             }
+            durations[key.flow, default: SeriesCounts()] += counts
         }
         for (flow, histogram) in durations {
             let label = "flow=\"\(MetricsText.escape(flow))\""
             var cumulative = 0
             for (i, le) in DurationHistogram.boundLabels.enumerated() {
                 cumulative += histogram.buckets[i]
-                series["flows_request_duration_seconds_bucket{\(label),le=\"\(le)\"}"] = cumulative
+                values["flows_request_duration_seconds_bucket{\(label),le=\"\(le)\"}"] = cumulative
             }
-            series["flows_request_duration_seconds_count{\(label)}"] = histogram.count
-            series["flows_request_duration_microseconds_sum{\(label)}"] = histogram.sumMicros
+            values["flows_request_duration_seconds_count{\(label)}"] = cumulative
+            values["flows_request_duration_microseconds_sum{\(label)}"] = histogram.sumMicros
         }
-        series["flows_sqlite_busy_retries_total"] = sqliteBusyRetries.load(ordering: .relaxed)
-        return series
-    }
-
-    /// Writes the series that changed since the last flush into `metrics_counters` (one `BEGIN IMMEDIATE`
-    /// transaction; WAL with `synchronous=NORMAL`, so no fsync). With `retire`, this instance's rows are then folded
-    /// into the `retired` instance, so recycled processes do not grow the table.
-    public func flush(into database: Database, now: Int64, retire: Bool = false) throws(DatabaseError) {
-        try flushed.withLock { (flushed: inout [String: Int]) throws(DatabaseError) in
-            let current = snapshot()
-            let changed = current.filter { flushed[$0.key] != $0.value }
-            if changed.isEmpty, !retire { return }
-            try database.writeTransaction { () throws(DatabaseError) in
-                for (series, value) in changed {
-                    try database.query("""
-                        INSERT INTO metrics_counters (instance, series, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-                        ON CONFLICT (instance, series)
-                            DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
-                        """, [.text(instance), .text(series), .integer(Int64(value)), .integer(now)])
-                }
-                if retire {
-                    try database.query("""
-                        INSERT INTO metrics_counters (instance, series, value, updated_at)
-                        SELECT 'retired', series, value, ?2 FROM metrics_counters WHERE instance = ?1
-                        ON CONFLICT (instance, series) DO UPDATE SET value = value + excluded.value,
-                            updated_at = excluded.updated_at
-                        """, [.text(instance), .integer(now)])
-                    try database.query("DELETE FROM metrics_counters WHERE instance = ?1", [.text(instance)])
-                }
-            }
-            flushed = retire ? [:] : current
-        }
+        values["flows_sqlite_busy_retries_total"] = busyRetries
+        return values
     }
 }
 
@@ -327,7 +335,8 @@ enum MetricsText {
 }
 
 extension Endpoint {
-    /// `.../metrics`: Prometheus text, behind the API token; flushes this process first, then sums every process.
+    /// `.../metrics`: Prometheus text, behind the API token, no query parameters: the counters of every process
+    /// of the host (its metrics folder) and the row counts of the database.
     func metrics(_ request: EndpointRequest, worker: Worker, summary: inout RequestSummary) -> EndpointResponse {
         summary.route = "metrics"
         if let (status, message, headers) = apiTokenProblem(request) {
@@ -338,35 +347,43 @@ extension Endpoint {
             summary.reason = "method \(request.method) not allowed"
             return .text(405, summary.reason!, extraHeaders: [("Allow", "GET")])
         }
-        guard let database = worker.database else {
-            summary.reason = "metrics need a database (DATABASE_URL)"
-            return .text(500, "internal error")
-        }
         do {
-            try worker.metrics.flush(into: database, now: clock())
-            var totals: [String: Int] = [:]
-            for row in try database.query("SELECT series, SUM(value) FROM metrics_counters GROUP BY series") {
-                if let series = row[0].string, let value = row[1].int { totals[series] = Int(value) }
-            }
-            var tables: [(String, String, Int64)] = []
-            func count(_ table: String) throws(DatabaseError) -> Int64 {
-                try database.query("SELECT count(*) FROM \(table)").first?.first?.int ?? 0
-            }
-            let now = "in the database now (purge removes old ones)."
-            if configuration.flows["appointment"] is AppointmentFlow {
-                tables.append(("flows_bookings_total", "Bookings \(now)", try count("appointment_bookings")))
-            }
-            if configuration.flows["expense"] is ExpenseFlow {
-                tables.append(("flows_expenses_total", "Expenses \(now)", try count("expenses")))
-            }
-            tables.append(("flows_webhook_messages_total", "Webhook messages \(now)", try count("webhook_messages")))
-            let body = MetricsText.render(totals, tables: tables)
-            return EndpointResponse(status: 200, headers: [("Content-Type", MetricsText.contentType)],
-                                    body: Array(body.utf8))
+            _ = try ReadParameters(request, allowed: [])
+        } catch {
+            summary.reason = error.message
+            return .text(400, error.message)
+        }
+        let totals: MetricsTotals
+        do {
+            totals = try worker.metrics.hostTotals()
         } catch {
             log.error("metrics failed", ["error": error.description])
-            summary.reason = "storage unavailable"
-            return .text(503, "storage unavailable, try again later")
+            summary.reason = "metrics folder unavailable"
+            return .text(503, "metrics unavailable, try again later")
         }
+        var tables: [(String, String, Int64)] = []
+        if let database = worker.database {
+            do {
+                func count(_ table: String) throws(DatabaseError) -> Int64 {
+                    try database.query("SELECT count(*) FROM \(table)").first?.first?.int ?? 0
+                }
+                let now = "in the database now (purge removes old ones)."
+                if configuration.flows["appointment"] is AppointmentFlow {
+                    tables.append(("flows_bookings_total", "Bookings \(now)", try count("appointment_bookings")))
+                }
+                if configuration.flows["expense"] is ExpenseFlow {
+                    tables.append(("flows_expenses_total", "Expenses \(now)", try count("expenses")))
+                }
+                tables.append(("flows_webhook_messages_total", "Webhook messages \(now)",
+                               try count("webhook_messages")))
+            } catch {
+                log.error("metrics failed", ["error": error.description])
+                summary.reason = "storage unavailable"
+                return .text(503, "storage unavailable, try again later")
+            }
+        }
+        let body = MetricsText.render(totals.seriesValues(), tables: tables)
+        return EndpointResponse(status: 200, headers: [("Content-Type", MetricsText.contentType)],
+                                body: Array(body.utf8))
     }
 }

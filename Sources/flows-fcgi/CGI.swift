@@ -24,15 +24,19 @@ func serveCGI(endpoint: Endpoint) -> Int32 {
         buffer.withUnsafeBytes { collector.append(UnsafeRawBufferPointer(rebasing: $0.prefix(n))) }
     }
     let request = collector.request(params: params)
+    let metrics = openMetrics(endpoint: endpoint)
     let worker: Worker
     do {
-        worker = try Worker(configuration: endpoint.configuration)
+        worker = try Worker(configuration: endpoint.configuration, metrics: metrics)
     } catch {
         endpoint.log.error("cannot open the database", ["error": error.description])
         writeAll(1, CGIMessage.encode(.text(503, "storage unavailable, try again later"), includeBody: true))
         return 0
     }
     defer { worker.close() }
+    // Counted in a file of its own like any serving process; folded once 32 files are there (or at a scrape), so
+    // not every request pays for rewriting the accumulated file.
+    defer { retireMetrics(metrics, endpoint: endpoint, minimumFiles: 32) }
     let response = endpoint.handle(request, worker: worker)
     writeAll(1, CGIMessage.encode(response, includeBody: request.method != "HEAD"))
     // The answer is complete once stdout closes; only then try the callback outbox (a CGI process has no thread

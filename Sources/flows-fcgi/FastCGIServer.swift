@@ -92,9 +92,8 @@ func waitForSignal(_ signals: [Int32], milliseconds: Int) -> Int32? {
 /// has been answered and every database connection closed.
 ///
 /// The calling thread is the process's housekeeper (no thread of its own for it: each costs memory in every
-/// process): it waits for signals, every 200 ms interrupts requests past `REQUEST_DEADLINE_MS`, every
-/// `METRICS_FLUSH_SECONDS` writes the counters to the database (a connection opened for the flush only), and at
-/// the end folds this instance's counters into the `retired` ones.
+/// process): it waits for signals and every 200 ms interrupts requests past `REQUEST_DEADLINE_MS`. The workers
+/// count into this process's file of the metrics folder; at the end the file is released and folded.
 func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
     guard FCGX_Init() == 0 else {
         endpoint.log.error("FCGX_Init failed")
@@ -103,8 +102,8 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
     let finished = Mutex<[Bool]>(Array(repeating: false, count: threads))
     var workers: [pthread_t] = []
     let failures = Atomic<Int>(0)
-    // Created here, after a prefork fork: the pid and instance id are this process's.
-    let metrics = Metrics()
+    // Created here, after a prefork fork: the pid, instance id and file are this process's.
+    let metrics = openMetrics(endpoint: endpoint)
     for index in 0..<threads {
         workers.append(startThread {
             let ok = workerLoop(fd: fd, index: index, endpoint: endpoint, metrics: metrics)
@@ -113,8 +112,6 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
         })
     }
     let runtime = endpoint.configuration.runtime
-    let flushEvery = Int64(runtime.metricsFlushSeconds) * 1_000_000_000
-    var nextFlush = monotonicNanoseconds() + flushEvery
     var nextDeadlineCheck: Int64 = 0
     // Until each worker has left its loop; once stopping, idle workers are woken again on every pass (a wake-up
     // can land just before `accept`).
@@ -143,27 +140,33 @@ func serveFastCGI(fd: Int32, threads: Int, endpoint: Endpoint) -> Int32 {
             metrics.interruptOverdue(deadlineMilliseconds: runtime.requestDeadlineMilliseconds)
             nextDeadlineCheck = now + 200_000_000
         }
-        if now >= nextFlush {
-            flushMetrics(metrics, endpoint: endpoint, retire: false)
-            nextFlush = monotonicNanoseconds() + flushEvery
-        }
     }
     for thread in workers { pthread_join(thread, nil) }
-    flushMetrics(metrics, endpoint: endpoint, retire: true)
+    retireMetrics(metrics, endpoint: endpoint, minimumFiles: 0)
     return failures.load(ordering: .relaxed) == 0 ? 0 : 1
 }
 
-/// Writes the process's counters to the database through a connection opened for this flush only, with a short
-/// lock wait (the same thread watches request deadlines; a failed flush is retried at the next one).
-private func flushMetrics(_ metrics: Metrics, endpoint: Endpoint, retire: Bool) {
-    guard let path = endpoint.configuration.databasePath else { return }
-    do throws(DatabaseError) {
-        let wait = min(endpoint.configuration.busyTimeoutMilliseconds, 500)
-        let database = try Database(path: path, busyTimeoutMilliseconds: wait, brief: true)
-        defer { database.close() }
-        try metrics.flush(into: database, now: endpoint.clock(), retire: retire)
+/// This process's counters: a new file in the metrics folder, or (without a folder, or when the file cannot be
+/// made, which is logged) memory that `/metrics` of this process alone reports.
+func openMetrics(endpoint: Endpoint) -> Metrics {
+    guard let directory = endpoint.configuration.runtime.metricsDirectory else { return Metrics() }
+    do {
+        return try Metrics(directory: directory)
     } catch {
-        endpoint.log.warning("metrics flush failed (retried later)", ["error": error.description])
+        endpoint.log.error("metrics file not created: this process is counted by its own /metrics only",
+                           ["error": error.description])
+        return Metrics()
+    }
+}
+
+/// Releases this process's metrics file and folds the files of exited processes (this one's included) into the
+/// accumulated file when at least `minimumFiles` are there, unless another process is doing it.
+func retireMetrics(_ metrics: Metrics, endpoint: Endpoint, minimumFiles: Int) {
+    metrics.retire()
+    do {
+        try metrics.compact(minimumFiles: minimumFiles)
+    } catch {
+        endpoint.log.warning("metrics compaction failed (retried at the next scrape)", ["error": error.description])
     }
 }
 

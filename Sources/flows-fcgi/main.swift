@@ -110,6 +110,15 @@ func run() -> Int32 {
         if configuration.logFile != nil { printError("cannot open the database: \(error.description)") }
         return 1
     }
+    if let directory = configuration.runtime.metricsDirectory {
+        do {
+            try Metrics.prepare(directory: directory)
+        } catch {
+            log.error("cannot use the metrics folder (METRICS_DIR)", ["error": error.description])
+            if configuration.logFile != nil { printError("cannot use the metrics folder: \(error.description)") }
+            return 1
+        }
+    }
 
     guard let fd = mode.fd else { return 1 }
     log.info("flows-fcgi \(flowsFCGIVersion) serving FastCGI", [

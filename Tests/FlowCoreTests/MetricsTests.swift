@@ -21,7 +21,8 @@ struct SlowSQLFlow: Flow {
     }
 }
 
-/// One "responder process": a configuration, an endpoint and a worker counting under its own instance id.
+/// One "responder process": a configuration, an endpoint and a worker counting in its own file of the metrics
+/// folder (`<database>.metrics`, the default), under its own instance id.
 final class MetricsProcess {
     let endpoint: Endpoint
     let worker: Worker
@@ -38,14 +39,16 @@ final class MetricsProcess {
                             log: Logger(level: .debug, sink: try LogSink.file(logPath),
                                         format: configuration.runtime.logFormat),
                             clock: { appointmentMonday })
-        metrics = Metrics(instance: instance)
+        metrics = try Metrics(directory: configuration.runtime.metricsDirectory!, instance: instance)
         worker = try Worker(configuration: configuration, metrics: metrics)
     }
 
     deinit { worker.close() }
 
-    func get(_ path: String, authorization: String? = "Bearer " + webhookAPIToken) -> EndpointResponse {
+    func get(_ path: String, query: String? = nil,
+             authorization: String? = "Bearer " + webhookAPIToken) -> EndpointResponse {
         var params: [(String, String)] = []
+        if let query { params.append(("QUERY_STRING", query)) }
         if let authorization { params.append(("HTTP_AUTHORIZATION", authorization)) }
         return endpoint.handle(EndpointRequest(method: "GET", path: path, params: params, body: []), worker: worker)
     }
@@ -64,17 +67,18 @@ func samples(_ text: String) -> [String: Double] {
 @Suite struct MetricsTests {
     let directory = temporaryDirectory()
 
-    @Test func countsFromTwoProcessesAreSummed() throws {
+    @Test func countsFromTwoProcessesAreSummedAtOnce() throws {
         let a = try MetricsProcess(directory: directory, instance: "a")
         let b = try MetricsProcess(directory: directory, instance: "b")
         for _ in 0..<3 { #expect(a.get("/health").status == 200) }
         for _ in 0..<2 { #expect(b.get("/health").status == 200) }
         #expect(a.get("/flows/nosuchflow\"x").status == 404)
-        try a.metrics.flush(into: a.worker.database!, now: 1)
-        // b answers: it flushes itself, then sums both instances' rows.
+        // b answers at once, nothing flushed: it reads both processes' files.
         let response = b.get("/metrics")
         #expect(response.status == 200)
         #expect(response.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8")
+        #expect(response.header("Cache-Control") == "no-store")
+        #expect(response.header("X-Content-Type-Options") == "nosniff")
         let text = String(decoding: response.body, as: UTF8.self)
         let values = samples(text)
         #expect(values["flows_requests_total{flow=\"health\",action=\"-\",status=\"200\"}"] == 5)
@@ -88,13 +92,30 @@ func samples(_ text: String) -> [String: Double] {
         #expect(text.contains("# TYPE flows_request_duration_seconds histogram\n"))
         #expect(text.contains("# TYPE flows_requests_total counter\n"))
 
-        // A retired (cleanly exited) process keeps counting; a second scrape counts itself too.
-        try a.metrics.flush(into: a.worker.database!, now: 2, retire: true)
-        let rows = try a.worker.database!.query("SELECT DISTINCT instance FROM metrics_counters ORDER BY 1")
-        #expect(rows.compactMap { $0.first?.string } == ["b", "retired"])
+        // a ends: its file is folded into the accumulated one at the next scrape, and keeps counting.
+        a.metrics.retire()
+        let folder = directory + "/flows.db.metrics"
         let again = samples(String(decoding: b.get("/metrics").body, as: UTF8.self))
         #expect(again["flows_requests_total{flow=\"health\",action=\"-\",status=\"200\"}"] == 5)
         #expect(again["flows_requests_total{flow=\"metrics\",action=\"-\",status=\"200\"}"] == 1)
+        #expect(try folderNames(folder) == ["accumulated", "lock", "p-b"])
+    }
+
+    @Test func metricsRejectUnknownParametersAndReadAnswersAreNotCached() throws {
+        let p = try MetricsProcess(directory: directory, instance: "q")
+        let unknown = p.get("/metrics", query: "foo=1")
+        #expect(unknown.status == 400)
+        #expect(String(decoding: unknown.body, as: UTF8.self).contains("unknown parameter 'foo'"))
+        #expect(p.get("/stats", query: "foo=1").status == 400)
+        for (path, query, status) in [("/stats", nil, 200), ("/messages", "limit=2", 200), ("/messages", "x=1", 400),
+                                      ("/bookings", nil, 200), ("/expenses", nil, 200), ("/metrics", nil, 200)] {
+            let response = p.get(path, query: query)
+            #expect(response.status == status, "\(path)")
+            #expect(response.header("Cache-Control") == "no-store", "\(path)")
+            #expect(response.header("X-Content-Type-Options") == "nosniff", "\(path)")
+        }
+        let unauthorized = p.get("/messages", authorization: nil)
+        #expect(unauthorized.status == 401 && unauthorized.header("Cache-Control") == "no-store")
     }
 
     @Test func decryptionAndSignatureFailuresAreCounted() throws {
@@ -230,7 +251,20 @@ func samples(_ text: String) -> [String: Double] {
     @Test func runtimeSettingsAreChecked() throws {
         let runtime = try RuntimeSettings(settings: Settings([:]))
         #expect(runtime.logFormat == .text && runtime.maxRequests == 0)
-        #expect(runtime.requestDeadlineMilliseconds == 8000 && runtime.metricsFlushSeconds == 5)
+        #expect(runtime.requestDeadlineMilliseconds == 8000 && runtime.metricsDirectory == nil)
+        let beside = try RuntimeSettings(settings: Settings(["DATABASE_URL": "sqlite:/var/lib/f/flows.db"]))
+        #expect(beside.metricsDirectory == "/var/lib/f/flows.db.metrics")
+        let given = try RuntimeSettings(settings: Settings(["DATABASE_URL": "sqlite:/var/lib/f/flows.db",
+                                                           "METRICS_DIR": "/run/flows-fcgi"]))
+        #expect(given.metricsDirectory == "/run/flows-fcgi")
+        #expect(throws: ConfigError.self) { try RuntimeSettings(settings: Settings(["METRICS_DIR": "run/m"])) }
+
+        // A config file of an earlier version still setting METRICS_FLUSH_SECONDS starts, with a warning.
+        let file = directory + "/old.env"
+        writeFile(file, "APP_SECRET=s\nPRIVATE_KEY_FILE=\(fixturesDirectory)/keys/pkcs8.pem\nMETRICS_FLUSH_SECONDS=5\n")
+        let old = try Configuration(settings: Settings(environment: [:], file: file,
+                                                       names: Configuration.allSettingNames))
+        #expect(old.warnings == ["\(file): unknown setting METRICS_FLUSH_SECONDS (ignored)"])
         #expect(throws: ConfigError.self) { try RuntimeSettings(settings: Settings(["LOG_FORMAT": "xml"])) }
         #expect(throws: ConfigError.self) { try RuntimeSettings(settings: Settings(["MAX_REQUESTS": "-1"])) }
     }
