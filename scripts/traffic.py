@@ -144,8 +144,8 @@ class Traffic:
         return self.request(send, budget, set(expect), "POST", "/webhook", body, headers)
 
     def run_tasks(self, send: Send, budget: Budget, seed: int) -> None:
-        """One client thread: weighted random tasks until the budget is spent (an unexpected answer is recorded
-        and the task abandoned)."""
+        """One client thread: weighted random tasks until the budget is spent (an unexpected answer, or an
+        answer the client refuses, such as one breaking the Flow JSON, is recorded and the task abandoned)."""
         rng = random.Random(f"{self.run}-{seed}")
         weights = [w for w, _ in self.tasks]
         while budget.open():
@@ -156,6 +156,9 @@ class Traffic:
                 task(send, budget, rng)
             except Unexpected:
                 pass
+            except Exception as error:  # noqa: BLE001 - a broken answer (e.g. one the Flow JSON forbids) is a finding
+                with self.lock:
+                    self.unexpected.append(f"{task.__name__}: {type(error).__name__}: {error}")
 
     # -- tasks ---------------------------------------------------------------------------------------------
 
@@ -186,7 +189,8 @@ class Traffic:
         fields = {**choice, **PERSON}
         if step("data_exchange", "DETAILS", fields) is None:
             return
-        if rng.random() < 0.15 and step("BACK", "SUMMARY") is None:
+        # BACK comes only for a screen with refresh_on_back (APPOINTMENT): the user went back to it from SUMMARY.
+        if rng.random() < 0.15 and step("BACK", "APPOINTMENT") is None:
             return
         answer = step("data_exchange", "SUMMARY", fields)
         if answer is None:
