@@ -125,6 +125,8 @@ public final class Worker {
     public let decryptors: [OAEPDecryptor]
     /// One keyed HMAC per accepted app secret, current first.
     public let signatureKeys: [HMACSHA256]
+    /// AES-GCM contexts reused for every request's decryption and answer.
+    public let aesGCM = AESGCMContexts()
     /// The process's counters (shared by its workers).
     public let metrics: Metrics
     /// This worker's own counters.
@@ -314,7 +316,7 @@ public struct Endpoint: Sendable {
             }
             let decrypted: DecryptedRequest
             do {
-                decrypted = try FlowCrypto.decrypt(envelope, decryptors: worker.decryptors)
+                decrypted = try FlowCrypto.decrypt(envelope, decryptors: worker.decryptors, contexts: worker.aesGCM)
             } catch {
                 return fail(421, "cannot decrypt: \(Endpoint.describe(error))")
             }
@@ -341,7 +343,7 @@ public struct Endpoint: Sendable {
         }
         func encrypted(_ status: Int, clearText: [UInt8]) -> EndpointResponse {
             do {
-                let body = try decrypted.sealBytes(clearText)
+                let body = try decrypted.sealBytes(clearText, contexts: worker.aesGCM)
                 return EndpointResponse(status: status, headers: [("Content-Type", "text/plain")], body: body)
             } catch {
                 return fail(500, "internal error")

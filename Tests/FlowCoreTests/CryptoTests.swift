@@ -272,3 +272,29 @@ struct ConstantTimeComparisonTests {
         }
     }
 }
+
+@Suite("AES-GCM contexts reused by a worker")
+struct ReusedCipherContextTests {
+    /// One worker's contexts across many requests give exactly what fresh contexts give: other keys and IVs,
+    /// another key length in between (the cipher changes), and a failed open (wrong tag) that must not spoil the
+    /// next one.
+    @Test func reusedContextsMatchFreshOnesAcrossKeysLengthsAndFailures() throws {
+        let contexts = AESGCMContexts()
+        for round in 0..<40 {
+            let key = Digest.randomBytes(round % 7 == 3 ? 32 : 16)
+            let iv = Digest.randomBytes(16)
+            let plaintext = Array("request \(round) ".utf8) + Digest.randomBytes(round * 3)
+            let sealed = try AESGCM.seal(plaintext, key: key, iv: iv, contexts: contexts)
+            #expect(sealed == (try AESGCM.seal(plaintext, key: key, iv: iv)), "round \(round)")
+            #expect(try AESGCM.open(sealed, key: key, iv: iv, contexts: contexts) == plaintext)
+            var damaged = sealed
+            damaged[damaged.count - 1] ^= 0x01
+            #expect(throws: DecryptionFailure.tagMismatch) {
+                try AESGCM.open(damaged, key: key, iv: iv, contexts: contexts)
+            }
+            #expect(throws: DecryptionFailure.tagMismatch) {
+                try AESGCM.open(sealed, key: Digest.randomBytes(key.count), iv: iv, contexts: contexts)
+            }
+        }
+    }
+}

@@ -136,9 +136,10 @@ public struct DecryptedRequest: Sendable {
         try FlowCrypto.sealAnswer(plaintext, key: aesKey, requestIV: iv)
     }
 
-    /// `seal` as the bytes of the base64 text (the response body), without a String in between.
-    func sealBytes(_ plaintext: [UInt8]) throws(DecryptionFailure) -> [UInt8] {
-        Base64.encodeBytes(try AESGCM.seal(plaintext, key: aesKey, iv: FlowCrypto.invert(iv)))
+    /// `seal` as the bytes of the base64 text (the response body), without a String in between, in a worker's
+    /// reused `contexts`.
+    func sealBytes(_ plaintext: [UInt8], contexts: AESGCMContexts? = nil) throws(DecryptionFailure) -> [UInt8] {
+        Base64.encodeBytes(try AESGCM.seal(plaintext, key: aesKey, iv: FlowCrypto.invert(iv), contexts: contexts))
     }
 }
 
@@ -153,9 +154,9 @@ public enum FlowCrypto {
     }
 
     /// Decrypts an envelope with the first of `decryptors` (the configured keys, newest first, as set up by one
-    /// worker thread) that unwraps its AES key.
-    public static func decrypt(_ envelope: Envelope, decryptors: [OAEPDecryptor]) throws(DecryptionFailure)
-        -> DecryptedRequest
+    /// worker thread) that unwraps its AES key, in the worker's AES-GCM `contexts` when given.
+    public static func decrypt(_ envelope: Envelope, decryptors: [OAEPDecryptor],
+                               contexts: AESGCMContexts? = nil) throws(DecryptionFailure) -> DecryptedRequest
     {
         guard let wrappedKey = Base64.decode(envelope.encryptedAESKey) else {
             throw .badBase64(field: "encrypted_aes_key")
@@ -175,7 +176,7 @@ public enum FlowCrypto {
         guard let unwrapped else { throw .keyUnwrapFailed }
         // WhatsApp uses AES-128: any other key length is refused, as the issue requires.
         guard unwrapped.key.count == 16 else { throw .badKeyLength(unwrapped.key.count) }
-        let clear = try AESGCM.open(sealed, key: unwrapped.key, iv: iv)
+        let clear = try AESGCM.open(sealed, key: unwrapped.key, iv: iv, contexts: contexts)
         guard let json = try? JSONParser.parse(clear), json.objectValue != nil else {
             throw .notJSONObject("the decrypted request is not a UTF-8 JSON object")
         }
