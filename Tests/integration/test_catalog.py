@@ -162,3 +162,10 @@ def test_the_checks_find_a_broken_copy(label, name, breaks, expected):
     breaks(root, rules)
     problems = flowjson.static_problems(root) + flowjson.sidecar_problems(root, rules)
     assert any(expected in problem for problem in problems), (label, problems)
+
+
+def test_the_container_image_ships_the_flows_where_the_binary_looks():
+    """FLOWS_DIR's default for an installed binary is <its folder>/../share/flows-fcgi/flows."""
+    text = (flowjson.FLOWS.parent / "container" / "Containerfile").read_text()
+    assert "COPY .build/release/flows-fcgi /usr/local/bin/flows-fcgi\n" in text
+    assert "COPY flows/ /usr/local/share/flows-fcgi/flows/\n" in text
