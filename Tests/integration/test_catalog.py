@@ -131,6 +131,14 @@ BROKEN = [
     ("a terminal screen completing on the phone", "budget",
      lambda r, s: r["screens"][-1]["layout"]["children"][-1]["on-click-action"].update(name="complete"),
      "no single Footer"),
+    ("a navigate payload short of its target's data", "schedule",
+     lambda r, s: r["screens"][0]["layout"]["children"][-1].update({"on-click-action": {
+         "name": "navigate", "next": {"type": "screen", "name": "SCHEDULE_DAYS"},
+         "payload": {"start_date": "${form.start_date}"}}}), "does not fill SCHEDULE_DAYS's declaration"),
+    ("a navigate along no edge", "schedule",
+     lambda r, s: r["screens"][0]["layout"]["children"][-1].update({"on-click-action": {
+         "name": "navigate", "next": {"type": "screen", "name": "SCHEDULE_TIMES"}, "payload": {}}}),
+     "navigate to SCHEDULE_TIMES is not an edge"),
     ("a label too long", "feedback",
      lambda r, s: r["screens"][2]["layout"]["children"][1].update(label="Your full name, please"),
      "longer than 20"),
