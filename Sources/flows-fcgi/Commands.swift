@@ -18,6 +18,7 @@ enum Command {
         ("check", "load the configuration as the responder would and report each problem (exit 0: all well)"),
         ("probe", "send a signed, encrypted ping or INIT to the endpoint as WhatsApp does; print the answer"),
         ("register-key", "upload the public key to Meta's Graph API for a phone number id"),
+        ("upload-flow", "upload flow NAME's Flow JSON (FLOWS_DIR/NAME.json) to Meta as the JSON of Flow ID"),
     ]
 
     static let names = Set(summaries.map(\.name))
@@ -53,6 +54,7 @@ enum Command {
         case "check": return Check.run(arguments)
         case "probe": return Probe.run(arguments)
         case "register-key": return RegisterKey.run(arguments)
+        case "upload-flow": return UploadFlow.run(arguments)
         case "purge": return Purge.run(arguments)
         case "bookings": return bookings(arguments)
         case "cancel-booking": return cancelBooking(arguments)

@@ -288,6 +288,63 @@ enum HTTPClient {
     }
 }
 
+/// A `multipart/form-data` body (RFC 7578), as the Graph API takes file uploads.
+struct MultipartForm {
+    /// One part: a form field, or a file when `fileName` is given.
+    struct Part {
+        let name: String
+        let fileName: String?
+        let contentType: String?
+        let bytes: [UInt8]
+
+        /// A plain field `name=value`.
+        static func field(_ name: String, _ value: String) -> Part {
+            Part(name: name, fileName: nil, contentType: nil, bytes: Array(value.utf8))
+        }
+
+        /// A file `name` called `fileName`, its `bytes` sent as they are.
+        static func file(_ name: String, fileName: String, contentType: String, bytes: [UInt8]) -> Part {
+            Part(name: name, fileName: fileName, contentType: contentType, bytes: bytes)
+        }
+    }
+
+    /// The boundary: random, and found in no part.
+    let boundary: String
+    /// The encoded body.
+    let body: [UInt8]
+    /// The `Content-Type` header value, with the boundary.
+    var contentType: String { "multipart/form-data; boundary=" + boundary }
+
+    /// Encodes `parts` in order. (Names and file names are sent as given: they come from the program, not from
+    /// users; a quote or line break in one is replaced so that it cannot end the header.)
+    init(_ parts: [Part]) {
+        var generator = SystemRandomNumberGenerator()
+        var boundary: String
+        repeat {
+            boundary = "flows-fcgi-" + String(generator.next() as UInt64, radix: 16)
+                + String(generator.next() as UInt64, radix: 16)
+        } while parts.contains { Self.contains($0.bytes, Array(boundary.utf8)) }
+        let safe = { (text: String) in String(text.map { $0 == "\"" || $0 == "\r" || $0 == "\n" ? "_" : $0 }) }
+        var body: [UInt8] = []
+        for part in parts {
+            var head = "--\(boundary)\r\nContent-Disposition: form-data; name=\"\(safe(part.name))\""
+            if let fileName = part.fileName { head += "; filename=\"\(safe(fileName))\"" }
+            if let type = part.contentType { head += "\r\nContent-Type: \(type)" }
+            body += Array((head + "\r\n\r\n").utf8) + part.bytes + Array("\r\n".utf8)
+        }
+        body += Array("--\(boundary)--\r\n".utf8)
+        self.boundary = boundary
+        self.body = body
+    }
+
+    private static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard haystack.count >= needle.count else { return false }
+        return (0...(haystack.count - needle.count)).contains { start in
+            haystack[start..<(start + needle.count)].elementsEqual(needle)
+        }
+    }
+}
+
 extension StringProtocol {
     /// Without leading and trailing spaces, tabs and line ends.
     var trimmed: String {

@@ -10,8 +10,6 @@ import Musl
 /// (`POST {base}/{ID}/whatsapp_business_encryption`, form field `business_public_key`). The access token is read
 /// from a file and never printed.
 enum RegisterKey {
-    static let defaultBaseURL = "https://graph.facebook.com/v21.0"
-
     static let usage = """
         usage: flows-fcgi register-key --phone-number-id ID --token-file FILE [--public-key FILE | --config FILE]
                                        [--base-url URL] [--dry-run]
@@ -22,7 +20,7 @@ enum RegisterKey {
           --token-file FILE     a file whose first line is an access token with whatsapp_business_messaging
           --public-key FILE     the SPKI PEM public key to upload (else the public half of the configured key)
           --config FILE         settings as the responder reads them (PRIVATE_KEY_FILE, PASSPHRASE_FILE)
-          --base-url URL        the Graph API base (default \(defaultBaseURL))
+          --base-url URL        the Graph API base (default \(GraphAPI.defaultBaseURL))
           --dry-run             print the request (without the token) instead of sending it
         Exit status: 0 when Meta accepts the key, 1 when it refuses or cannot be reached, 2 usage, 78 configuration.
         """
@@ -30,56 +28,34 @@ enum RegisterKey {
     /// Runs `register-key` with `arguments`; returns the exit status.
     static func run(_ arguments: [String]) -> Int32 {
         guard let parsed = CommandArguments.parse(
-            arguments, command: "register-key",
-            valued: ["--phone-number-id", "--token-file", "--public-key", "--config", "--base-url"],
+            arguments, command: "register-key", valued: GraphAPI.valued.union(["--phone-number-id", "--public-key"]),
             switches: ["--dry-run"], usage: usage)
         else { return ExitStatus.usage }
         if parsed.help { return 0 }
-        let dryRun = parsed.has("--dry-run")
         guard parsed.positional.isEmpty else { return parsed.usageError("unexpected argument \(parsed.positional[0])") }
-        guard let id = parsed["--phone-number-id"], !id.isEmpty, id.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+        guard let id = GraphAPI.id(parsed, "--phone-number-id") else {
             return parsed.usageError("needs --phone-number-id ID (digits)")
         }
-        guard dryRun || parsed["--token-file"] != nil else {
-            return parsed.usageError("needs --token-file FILE (the token is never taken from the command line)")
-        }
-        var base = parsed["--base-url"] ?? defaultBaseURL
-        while base.hasSuffix("/") { base.removeLast() }
+        if let status = GraphAPI.missingToken(parsed) { return status }
         let key: PrivateKey
         let target: CallbackTarget
-        var token = ""
+        let token: String?
         do {
-            target = try CallbackTarget(url: "\(base)/\(id)/whatsapp_business_encryption", setting: "--base-url")
+            target = try GraphAPI.target(parsed, path: "/\(id)/whatsapp_business_encryption")
             let settings = try Settings(environment: currentEnvironment(), file: parsed["--config"],
                                         names: Configuration.allSettingNames)
             key = try operatorKey(publicKeyFile: parsed["--public-key"], settings: settings)
-            if let file = parsed["--token-file"] {
-                let text = String(decoding: try readFile(file, what: "token file"), as: UTF8.self)
-                token = String(text.prefix { $0 != "\n" && $0 != "\r" }).trimmed
-                guard !token.isEmpty else {
-                    printError("the token file \(file) is empty")
-                    return ExitStatus.config
-                }
-            }
+            token = try GraphAPI.token(parsed)
         } catch {
             return configurationFailure(error)
         }
         let body = Array(("business_public_key=" + formEncode(key.publicKeyPEM)).utf8)
-        if dryRun {
-            let request = "POST \(target.url)\nContent-Type: application/x-www-form-urlencoded\n"
-                + "Authorization: Bearer <the token in \(parsed["--token-file"] ?? "FILE")>\n\n"
-                + String(decoding: body, as: UTF8.self) + "\n"
-            writeAll(1, Array(request.utf8))
-            return 0
-        }
         let answer: HTTPResponse
-        do {
-            answer = try HTTPClient.send("POST", to: target, headers: [
-                ("Content-Type", "application/x-www-form-urlencoded"), ("Authorization", "Bearer " + token),
-            ], body: body, timeoutSeconds: 30)
-        } catch {
-            printError("uploading the public key failed: \(error.description)")
-            return 1
+        switch GraphAPI.send(parsed, to: target, contentType: "application/x-www-form-urlencoded", body: body,
+                             shownBody: String(decoding: body, as: UTF8.self), token: token,
+                             what: "uploading the public key") {
+        case .answer(let response): answer = response
+        case .done(let status): return status
         }
         let json = try? JSONParser.parse(answer.body)
         if (200..<300).contains(answer.status), json?["success"]?.boolValue != false {
@@ -87,9 +63,7 @@ enum RegisterKey {
                 + "number id \(id)\n").utf8))
             return 0
         }
-        let message = json?["error"]?["message"]?.stringValue
-            ?? String(decoding: answer.body.prefix(300), as: UTF8.self)
-        printError("Meta refused the public key (HTTP \(answer.status)): \(message)")
+        printError("Meta refused the public key (HTTP \(answer.status)): \(GraphAPI.errorMessage(answer, json: json))")
         return 1
     }
 

@@ -873,7 +873,7 @@ struct AppointmentEndpointTests {
 @Suite("Appointment catalog")
 struct AppointmentCatalogTests {
     @Test func shippedFileIsTheBuiltInCatalog() throws {
-        let path = repositoryRoot + "/flows/appointment-catalog.json"
+        let path = repositoryRoot + "/flows/appointment.catalog.json"
         let shipped = try AppointmentCatalog.load(path: path)
         #expect(shipped == (try AppointmentCatalog.builtIn()))
         #expect(try JSONParser.parse(readTextFile(path, what: "catalog"))
@@ -982,10 +982,10 @@ struct AppointmentCatalogTests {
                                             change: @Sendable (inout [String: JSONValue]) -> Void) throws {
         let text = try appointmentCatalogText(change)
         let error = #expect(throws: ConfigError.self) {
-            try AppointmentCatalog.parse(text, source: "APPOINTMENT_CATALOG /etc/flows-fcgi/appointment-catalog.json")
+            try AppointmentCatalog.parse(text, source: "APPOINTMENT_CATALOG /etc/flows-fcgi/appointment.catalog.json")
         }
         let message = error?.description ?? ""
-        #expect(message.hasPrefix("APPOINTMENT_CATALOG /etc/flows-fcgi/appointment-catalog.json: " + expected),
+        #expect(message.hasPrefix("APPOINTMENT_CATALOG /etc/flows-fcgi/appointment.catalog.json: " + expected),
                 "\(message)")
     }
 

@@ -1,6 +1,12 @@
 import FlowCore
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 @Suite("Configuration")
 struct ConfigTests {
     let keys = fixturesDirectory + "/keys"
@@ -162,5 +168,38 @@ struct ConfigTests {
         let target = try CallbackTarget(url: "https://hooks.example/done?token=hunter2")
         #expect(target.url == "https://hooks.example/done?token=<hidden>")
         #expect(target.path == "/done?token=hunter2")
+    }
+}
+
+@Suite("FLOWS_DIR")
+struct FlowsDirectoryTests {
+    @Test func theSettingWinsAndMustBeAFolder() throws {
+        let folder = temporaryDirectory()
+        #expect(try Configuration.flowsDirectory(Settings(["FLOWS_DIR": folder])) == folder)
+        writeFile(folder + "/file", "x")
+        #expect(throws: ConfigError(setting: "FLOWS_DIR", value: folder + "/file", "not a folder")) {
+            try Configuration.flowsDirectory(Settings(["FLOWS_DIR": folder + "/file"]))
+        }
+    }
+
+    @Test func anInstalledBinaryFindsTheSharedFolder() throws {
+        let root = temporaryDirectory()
+        for folder in ["/bin", "/share", "/share/flows-fcgi", "/share/flows-fcgi/flows"] { mkdir(root + folder, 0o755) }
+        writeFile(root + "/bin/flows-fcgi", "")
+        #expect(try Configuration.flowsDirectory(Settings([:]), executable: root + "/bin/flows-fcgi")
+            == root + "/share/flows-fcgi/flows")
+    }
+
+    @Test func aBuiltBinaryFindsItsSourceTreesFlows() throws {
+        // Two folders below the one holding Package.swift and flows/, as .build/release/flows-fcgi is.
+        let binary = repositoryRoot + "/Sources/FlowCore/Endpoint.swift"
+        #expect(try Configuration.flowsDirectory(Settings([:]), executable: binary) == repositoryRoot + "/flows")
+        // Elsewhere, with nothing configured, the error says what to set.
+        let stray = temporaryDirectory()
+        writeFile(stray + "/flows-fcgi", "")
+        let error = #expect(throws: ConfigError.self) {
+            try Configuration.flowsDirectory(Settings([:]), executable: stray + "/flows-fcgi")
+        }
+        #expect(error?.description.hasSuffix("set FLOWS_DIR to the folder of the Flow JSON files") == true)
     }
 }

@@ -210,7 +210,7 @@ def bookings(db: Path) -> list[tuple]:
 
 
 def write_catalog(workdir: Path) -> Path:
-    path = workdir / "appointment-catalog.json"
+    path = workdir / "appointment.catalog.json"
     path.write_text(json.dumps(CATALOG, indent=2))
     return path
 

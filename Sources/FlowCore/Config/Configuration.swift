@@ -10,7 +10,7 @@ public struct Configuration: Sendable {
     public static let coreSettingNames: [String] = [
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
         "DATABASE_URL", "DATABASE_GROUP", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK",
-        "DATABASE_BUSY_TIMEOUT_MS",
+        "DATABASE_BUSY_TIMEOUT_MS", "FLOWS_DIR",
     ] + WebhookSettings.settingNames + Retention.settingNames + RuntimeSettings.settingNames
 
     /// Every setting name known to the core and the registered flows.

@@ -2,7 +2,7 @@
 /// capacity, time zone and how far ahead. Operator-edited JSON, validated at startup.
 ///
 /// The file named by `APPOINTMENT_CATALOG` (the built-in default, identical to the shipped
-/// `flows/appointment-catalog.json`, when unset):
+/// `flows/appointment.catalog.json`, when unset):
 ///
 ///     {
 ///         "time_zone": "Europe/London",         IANA name; the process's TZ is set to it (one business per process)
@@ -124,7 +124,7 @@ public struct AppointmentCatalog: Sendable, Equatable {
         try parse(builtInJSON, source: "built-in appointment catalog (APPOINTMENT_CATALOG is not set)")
     }
 
-    /// The text of the built-in catalog (the same as the shipped `flows/appointment-catalog.json`).
+    /// The text of the built-in catalog (the same as the shipped `flows/appointment.catalog.json`).
     public static let builtInJSON = """
         {
             "_comment": [
