@@ -1,8 +1,3 @@
-/// The read API's resources, served at paths ending in `/messages`, `/stats`, `/bookings`, `/expenses`.
-enum ReadResource: String, Sendable {
-    case messages, stats, bookings, expenses
-}
-
 extension Endpoint {
     /// `.../webhook`: Meta's verification handshake (GET) and webhook deliveries (POST).
     func webhook(_ request: EndpointRequest, worker: Worker, summary: inout RequestSummary) -> EndpointResponse {
