@@ -17,7 +17,7 @@ struct NoteFlow: Flow {
         CREATE TABLE note_sessions (flow_token TEXT PRIMARY KEY, completed INTEGER NOT NULL DEFAULT 0,
                                     created_at INTEGER NOT NULL);
         CREATE TABLE notes (id INTEGER PRIMARY KEY, flow_token TEXT NOT NULL UNIQUE, text TEXT NOT NULL,
-                            created_at INTEGER NOT NULL);
+                            created_at INTEGER NOT NULL, confirmed_by TEXT);
         CREATE TABLE note_tombstones (token_sha256 TEXT PRIMARY KEY);
         """)]
     var sessionTable: String? { "note_sessions" }
@@ -62,6 +62,10 @@ struct NoteFlow: Flow {
                                               [.integer(sessionsBefore)]).count
             return [("notes (emptied)", notes), ("note_sessions", sessions)]
         }
+    }
+
+    func confirmed(token: String, messageID: String, database: Database, now: Int64) throws(DatabaseError) {
+        try database.query("UPDATE notes SET confirmed_by = ?1 WHERE flow_token = ?2", [.text(messageID), .text(token)])
     }
 
     var readResources: [ReadResource] {
@@ -117,6 +121,7 @@ struct NoteFlow: Flow {
         #expect(harness.get("/api/notes", authorization: nil).status == 401)
 
         #expect(harness.post(Hook.body(Hook.messages([Hook.flowReply("wamid.note", params: params)]))).status == 200)
+        #expect(try harness.database.query("SELECT confirmed_by FROM notes").first?.first?.string == "wamid.note")
         let stats = try harness.read("/api/stats")
         #expect(stats["flows"]?["note"] == ["started": 2, "completed": 1, "confirmed": 1])
 
@@ -158,7 +163,11 @@ struct NoteFlow: Flow {
             let path: String
             let migrations: [Migration] = []
             func handle(_ request: FlowRequest, context: FlowContext) throws -> FlowAnswer { .screen("X", data: [:]) }
-            var readResources: [ReadResource] { [ReadResource(path: path, parameters: []) { _, _ in .null }] }
+            func confirmed(token: String, messageID: String, database: Database, now: Int64) throws(DatabaseError) {
+        try database.query("UPDATE notes SET confirmed_by = ?1 WHERE flow_token = ?2", [.text(messageID), .text(token)])
+    }
+
+    var readResources: [ReadResource] { [ReadResource(path: path, parameters: []) { _, _ in .null }] }
         }
         for path in ["messages", "stats", "bookings"] {
             let squatter = FlowFactory(name: "squatter", settingNames: []) { _ in

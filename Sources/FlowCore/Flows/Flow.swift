@@ -144,8 +144,8 @@ public struct FlowContext {
 /// its Flow JSON under `flows/`.
 ///
 /// The `nfm_reply` webhook that closes a flow is linked by flow token: the core records each confirmed token in
-/// `webhook_confirmations` (and queues its callback); a flow reads it with `WebhookStore.isConfirmed` and counts it
-/// through `sessionTable`.
+/// `webhook_confirmations` (and queues its callback) and tells every served flow through `confirmed`; a flow reads
+/// it with `WebhookStore.isConfirmed` and counts it through `sessionTable`.
 public protocol Flow: Sendable {
     /// The last path component the flow is served at, e.g. `expense`.
     var name: String { get }
@@ -172,6 +172,9 @@ public protocol Flow: Sendable {
     ///   e.g. `appointment_bookings (anonymised)`.
     func purge(database: Database, before: Int64, sessionsBefore: Int64, dryRun: Bool)
         throws(DatabaseError) -> [(String, Int)]
+    /// Called in the webhook's write transaction when an `nfm_reply` first confirms `token` (whichever flow it
+    /// belongs to: a flow ignores tokens it does not hold), e.g. to mark its submission confirmed.
+    func confirmed(token: String, messageID: String, database: Database, now: Int64) throws(DatabaseError)
     /// The read API resources this flow adds (e.g. `GET .../bookings`), behind `API_TOKEN`.
     var readResources: [ReadResource] { get }
     /// The gauges this flow adds to `.../metrics` (e.g. `flows_bookings_total`).
@@ -186,6 +189,8 @@ extension Flow {
     /// No personal data stored.
     public func purge(database: Database, before: Int64, sessionsBefore: Int64, dryRun: Bool)
         throws(DatabaseError) -> [(String, Int)] { [] }
+    /// Nothing to mark: `webhook_confirmations` holds the confirmation.
+    public func confirmed(token: String, messageID: String, database: Database, now: Int64) throws(DatabaseError) {}
     /// No read API resources.
     public var readResources: [ReadResource] { [] }
     /// No gauges.

@@ -30,7 +30,7 @@ extension Endpoint {
         }
         let stored: WebhookStore.Stored
         do {
-            stored = try WebhookStore.store(batch, database: database, now: clock(),
+            stored = try WebhookStore.store(batch, database: database, now: clock(), flows: configuration.servedFlows,
                                            forward: configuration.webhook.callback != nil)
         } catch let error as DatabaseError where error.isUnavailable {
             log.error("storage unavailable", ["route": "webhook", "error": error.description])
