@@ -176,7 +176,7 @@ public struct Endpoint: Sendable {
         case flow(String)
         case health(ready: Bool)
         case webhook
-        case readAPI(ReadResource)
+        case readAPI(String)
         case metrics
         case notFound
     }
@@ -206,10 +206,7 @@ public struct Endpoint: Sendable {
             if part(1, is: "flows") { return .flow(String(decoding: last, as: UTF8.self)) }
             if part(0, is: "webhook") { return .webhook }
             if part(0, is: "metrics") { return .metrics }
-            if let resource = ReadResource(rawValue: String(decoding: last, as: UTF8.self)) {
-                return .readAPI(resource)
-            }
-            return .notFound
+            return .readAPI(String(decoding: last, as: UTF8.self))
         }
     }
 
@@ -250,10 +247,10 @@ public struct Endpoint: Sendable {
     /// The `flow` label: a served flow or a known route, else `other` (the path is the client's choice).
     private func metricsRoute(_ route: String) -> String {
         switch route {
-        case "-", "health", "health/ready", "webhook", "metrics", "messages", "stats", "bookings", "expenses":
+        case "-", "health", "health/ready", "webhook", "metrics", "messages", "stats":
             return route
         default:
-            return configuration.flows[route] != nil ? route : "other"
+            return configuration.flows[route] != nil || configuration.readResources[route] != nil ? route : "other"
         }
     }
 
@@ -290,8 +287,11 @@ public struct Endpoint: Sendable {
             return health(request, ready: ready, worker: worker, summary: &summary)
         case .webhook:
             return webhook(request, worker: worker, summary: &summary)
-        case .readAPI(let resource):
-            var response = readAPI(resource, request, worker: worker, summary: &summary)
+        case .readAPI(let name):
+            guard name == "messages" || name == "stats" || configuration.readResources[name] != nil else {
+                return fail(404, "not found: no flows-fcgi route ends like \(request.path)")
+            }
+            var response = readAPI(name, request, worker: worker, summary: &summary)
             response.headers += Endpoint.privateAnswerHeaders
             return response
         case .metrics:

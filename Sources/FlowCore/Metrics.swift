@@ -368,11 +368,10 @@ extension Endpoint {
                     try database.query("SELECT count(*) FROM \(table)").first?.first?.int ?? 0
                 }
                 let now = "in the database now (purge removes old ones)."
-                if configuration.flows["appointment"] is AppointmentFlow {
-                    tables.append(("flows_bookings_total", "Bookings \(now)", try count("appointment_bookings")))
-                }
-                if configuration.flows["expense"] is ExpenseFlow {
-                    tables.append(("flows_expenses_total", "Expenses \(now)", try count("expenses")))
+                for flow in configuration.servedFlows {
+                    for gauge in flow.gauges {
+                        tables.append((gauge.name, gauge.help, try database.query(gauge.query).first?.first?.int ?? 0))
+                    }
                 }
                 tables.append(("flows_webhook_messages_total", "Webhook messages \(now)",
                                try count("webhook_messages")))

@@ -25,6 +25,28 @@ final class RetentionHarness {
         expense = try ExpenseFlow(settings: Settings([:]))
     }
 
+    /// The two flows, as served.
+    var flows: [any Flow] { [appointment, expense] }
+
+    /// The two flows, built afresh (for tasks that cannot share the harness).
+    static func flows() throws -> [any Flow] {
+        [AppointmentFlow(catalog: try AppointmentCatalog.builtIn(), sessionHours: 24),
+         try ExpenseFlow(settings: Settings([:]))]
+    }
+
+    /// `Retention.purge` of this database and both flows.
+    func purge(days: Int, sessionLifetimeSeconds: Int64, now: Int64, dryRun: Bool = false) throws -> Retention.Report {
+        try Retention.purge(database: database, flows: flows, days: days,
+                            sessionLifetimeSeconds: sessionLifetimeSeconds, now: now, dryRun: dryRun)
+    }
+
+    /// `Retention.purgeIfDue` of `database` (this one by default) and both flows.
+    func purgeIfDue(_ database: Database? = nil, days: Int, sessionLifetimeSeconds: Int64,
+                    now: Int64) throws -> Retention.Report? {
+        try Retention.purgeIfDue(database: database ?? self.database, flows: flows, days: days,
+                                 sessionLifetimeSeconds: sessionLifetimeSeconds, now: now)
+    }
+
     deinit {
         database.close()
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
@@ -106,7 +128,7 @@ struct RetentionTests {
 
         // 90 days after Monday 20:00: Monday's 11:30 slot and the morning sessions are older, Tuesday's are not.
         h.now = appointmentMonday + 12 * appointmentHour + 90 * Self.day
-        let report = try Retention.purge(database: h.database, days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
+        let report = try h.purge(days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
         #expect(report.rows("appointment_bookings") == 1)
         #expect(report.rows("appointment_sessions") == 2)
 
@@ -122,7 +144,7 @@ struct RetentionTests {
         #expect(try h.count("SELECT count(*) FROM appointment_session_tombstones") == 2)
 
         // A second purge finds nothing more.
-        let again = try Retention.purge(database: h.database, days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
+        let again = try h.purge(days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
         #expect(again.total == 0)
     }
 
@@ -132,7 +154,7 @@ struct RetentionTests {
         try h.send(h.appointment, .dataExchange, screen: "APPOINTMENT",
                    data: ["trigger": "department_selected", "department": "home"], token: "idle")
         h.now = appointmentMonday + 91 * Self.day
-        _ = try Retention.purge(database: h.database, days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
+        _ = try h.purge(days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
         #expect(try h.count("SELECT count(*) FROM appointment_sessions") == 0)
 
         // The completed token stays completed, the unfinished one expired: neither starts a new session.
@@ -158,7 +180,7 @@ struct RetentionTests {
                    data: ["trigger": "department_selected", "department": "home"], token: "open")
         h.now += 2 * Self.day
         // One day of retention, but a 3-day session lifetime: the 2-day-old session may still be used.
-        let report = try Retention.purge(database: h.database, days: 1, sessionLifetimeSeconds: 3 * Self.day,
+        let report = try h.purge(days: 1, sessionLifetimeSeconds: 3 * Self.day,
                                          now: h.now)
         #expect(report.rows("appointment_sessions") == 0)
         #expect(try h.count("SELECT count(*) FROM appointment_sessions") == 1)
@@ -178,7 +200,7 @@ struct RetentionTests {
                            token: "recent-expense").screenName == "SUCCESS")
 
         h.now = expenseNoon + 91 * Self.day
-        let report = try Retention.purge(database: h.database, days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
+        let report = try h.purge(days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
         #expect(report.rows("expenses") == 1)
         #expect(report.rows("expense_sessions") == 2)
         let expenses = try ExpenseStore.list(database: h.database)
@@ -204,7 +226,7 @@ struct RetentionTests {
         #expect(try h.send(h.expense, .dataExchange, screen: ExpenseFlow.formScreen, data: validSubmit,
                            token: "lunch").screenName == "SUCCESS")
         h.now += 2 * Self.day
-        let report = try Retention.purge(database: h.database, days: 1, sessionLifetimeSeconds: 3 * Self.day,
+        let report = try h.purge(days: 1, sessionLifetimeSeconds: 3 * Self.day,
                                          now: h.now)
         #expect(report.rows("expenses") == 1 && report.rows("expense_sessions") == 1)
         #expect(try ExpenseStore.list(database: h.database).first?.description == nil)
@@ -217,7 +239,7 @@ struct RetentionTests {
         try h.storeWebhookRows(id: "wamid.old", at: h.now)
         try h.storeWebhookRows(id: "wamid.recent", at: h.now + 60 * Self.day)
         h.now += 91 * Self.day
-        let report = try Retention.purge(database: h.database, days: 90, sessionLifetimeSeconds: 0, now: h.now)
+        let report = try h.purge(days: 90, sessionLifetimeSeconds: 0, now: h.now)
         for table in ["webhook_messages", "webhook_statuses", "webhook_confirmations", "webhook_flow_events",
                       "webhook_outbox"] {
             #expect(report.rows(table) == 1, "\(table)")
@@ -232,22 +254,22 @@ struct RetentionTests {
         #expect(try h.book("old", Self.monday).screenName == "SUCCESS")
         try h.storeWebhookRows(id: "wamid.old", at: h.now)
         h.now += 91 * Self.day
-        let dry = try Retention.purge(database: h.database, days: 90, sessionLifetimeSeconds: 86_400, now: h.now,
+        let dry = try h.purge(days: 90, sessionLifetimeSeconds: 86_400, now: h.now,
                                       dryRun: true)
         #expect(dry.dryRun && dry.rows("appointment_bookings") == 1 && dry.rows("webhook_messages") == 1)
         #expect(try h.count("SELECT count(*) FROM appointment_bookings WHERE name = 'Alex Example'") == 1)
         #expect(try h.count("SELECT count(*) FROM appointment_sessions") == 1)
         #expect(try h.count("SELECT count(*) FROM webhook_messages") == 1)
-        let real = try Retention.purge(database: h.database, days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
+        let real = try h.purge(days: 90, sessionLifetimeSeconds: 86_400, now: h.now)
         #expect(real.counts == dry.counts)
     }
 
     @Test func zeroDaysKeepsEverything() throws {
         let h = try RetentionHarness()
         try h.storeWebhookRows(id: "wamid.old", at: 0)
-        let report = try Retention.purge(database: h.database, days: 0, sessionLifetimeSeconds: 0, now: h.now)
+        let report = try h.purge(days: 0, sessionLifetimeSeconds: 0, now: h.now)
         #expect(report.counts.isEmpty)
-        #expect(try Retention.purgeIfDue(database: h.database, days: 0, sessionLifetimeSeconds: 0, now: h.now) == nil)
+        #expect(try h.purgeIfDue(days: 0, sessionLifetimeSeconds: 0, now: h.now) == nil)
         #expect(try h.count("SELECT count(*) FROM webhook_messages") == 1)
     }
 
@@ -256,20 +278,20 @@ struct RetentionTests {
         let other = try h.connect()
         defer { other.close() }
         try h.storeWebhookRows(id: "wamid.1", at: h.now - 100 * Self.day)
-        let first = try Retention.purgeIfDue(database: h.database, days: 90, sessionLifetimeSeconds: 0, now: h.now)
+        let first = try h.purgeIfDue(days: 90, sessionLifetimeSeconds: 0, now: h.now)
         #expect(first?.rows("webhook_messages") == 1)
         #expect(try Retention.lastPurge(other) == h.now)
         try h.storeWebhookRows(id: "wamid.2", at: h.now - 100 * Self.day)
         // Within the hour neither connection purges again, whichever asks.
-        #expect(try Retention.purgeIfDue(database: other, days: 90, sessionLifetimeSeconds: 0, now: h.now + 10) == nil)
-        #expect(try Retention.purgeIfDue(database: h.database, days: 90, sessionLifetimeSeconds: 0,
+        #expect(try h.purgeIfDue(other, days: 90, sessionLifetimeSeconds: 0, now: h.now + 10) == nil)
+        #expect(try h.purgeIfDue(days: 90, sessionLifetimeSeconds: 0,
                                          now: h.now + Retention.interval - 1) == nil)
         #expect(try h.count("SELECT count(*) FROM webhook_messages") == 1)
         // An hour later the first to ask purges; the other finds it done.
         let later = h.now + Retention.interval
-        #expect(try Retention.purgeIfDue(database: other, days: 90, sessionLifetimeSeconds: 0, now: later)?
+        #expect(try h.purgeIfDue(other, days: 90, sessionLifetimeSeconds: 0, now: later)?
             .rows("webhook_messages") == 1)
-        #expect(try Retention.purgeIfDue(database: h.database, days: 90, sessionLifetimeSeconds: 0, now: later) == nil)
+        #expect(try h.purgeIfDue(days: 90, sessionLifetimeSeconds: 0, now: later) == nil)
         #expect(try h.count("SELECT count(*) FROM webhook_messages") == 0)
     }
 
@@ -282,8 +304,8 @@ struct RetentionTests {
                 group.addTask {
                     let database = try Database(path: path, migrations: RetentionHarness.migrations)
                     defer { database.close() }
-                    return try Retention.purgeIfDue(database: database, days: 90, sessionLifetimeSeconds: 0,
-                                                    now: now) != nil
+                    return try Retention.purgeIfDue(database: database, flows: try RetentionHarness.flows(), days: 90,
+                                                    sessionLifetimeSeconds: 0, now: now) != nil
                 }
             }
             var claims = 0

@@ -43,8 +43,13 @@ public struct Configuration: Sendable {
     /// How many body bytes a transport reads before it stops and flags the body as too large: the larger of the
     /// flows' and the webhook's limits (each route then applies its own).
     public var transportBodyLimit: Int { max(maxBodyBytes, webhook.maxBodyBytes) }
-    /// The flows, by name.
-    public let flows: [String: any Flow]
+    /// The flows served, by name.
+    public private(set) var flows: [String: any Flow] = [:]
+    /// The flows served, in the order added (registration order, then any added later): what retention, the read
+    /// API's statistics and the metrics iterate over.
+    public private(set) var servedFlows: [any Flow] = []
+    /// The read API resources of the served flows, by path (`bookings`).
+    public private(set) var readResources: [String: ReadResource] = [:]
     /// Things worth telling the operator that do not stop startup (unknown setting names).
     public let warnings: [String]
 
@@ -132,13 +137,23 @@ public struct Configuration: Sendable {
         retentionDays = try Retention.days(settings)
         runtime = try RuntimeSettings(settings: settings)
 
-        var flows: [String: any Flow] = [:]
-        for factory in factories {
-            flows[factory.name] = try factory.make(settings)
-        }
-        self.flows = flows
-        flowOrder = factories.map(\.name)
         self.warnings = warnings
+        for factory in factories {
+            try add(try factory.make(settings))
+        }
+    }
+
+    /// Serves `flow` too (after the registered ones): its name and read resources must be new.
+    public mutating func add(_ flow: any Flow) throws(ConfigError) {
+        guard flows[flow.name] == nil else { throw ConfigError("two flows are named '\(flow.name)'") }
+        for resource in flow.readResources {
+            guard !ReadResource.corePaths.contains(resource.path), readResources[resource.path] == nil else {
+                throw ConfigError("flow '\(flow.name)': the read API path '\(resource.path)' is already taken")
+            }
+            readResources[resource.path] = resource
+        }
+        flows[flow.name] = flow
+        servedFlows.append(flow)
     }
 
     /// The SQLite path of `DATABASE_URL=sqlite:/path` (`nil` when unset), for the responder and operator commands.
@@ -165,15 +180,15 @@ public struct Configuration: Sendable {
         throw ConfigError(setting: "DATABASE_GROUP", value: name, "no such group")
     }
 
-    /// Flow names in registration order.
-    public let flowOrder: [String]
+    /// Flow names in the order served.
+    public var flowOrder: [String] { servedFlows.map(\.name) }
 
     /// `RETENTION_DAYS`: personal data older than this many days is purged (0: kept forever; see `Retention`).
     public let retentionDays: Int
 
     /// The migrations of every flow, in registration order, then the webhook tables'.
     public var migrations: [Migration] {
-        flowOrder.compactMap { flows[$0] }.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations
+        servedFlows.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations
     }
 }
 
@@ -183,13 +198,17 @@ public struct FlowFactory: Sendable {
     public let name: String
     /// The settings this flow reads (so they are not reported as unknown).
     public let settingNames: [String]
+    /// The operator commands this flow adds (`flows-fcgi bookings`), listed by `flows-fcgi --help`.
+    public let commands: [FlowCommand]
     /// Builds the flow, validating its settings.
     public let make: @Sendable (Settings) throws(ConfigError) -> any Flow
 
     /// A factory for the flow at `.../flows/<name>`.
-    public init(name: String, settingNames: [String], make: @escaping @Sendable (Settings) throws(ConfigError) -> any Flow) {
+    public init(name: String, settingNames: [String], commands: [FlowCommand] = [],
+                make: @escaping @Sendable (Settings) throws(ConfigError) -> any Flow) {
         self.name = name
         self.settingNames = settingNames
+        self.commands = commands
         self.make = make
     }
 }

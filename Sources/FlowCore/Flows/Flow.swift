@@ -137,8 +137,15 @@ public struct FlowContext {
     }
 }
 
-/// Screen logic for one flow, served at `.../flows/<name>`. A new flow is one folder under `Flows/` with a
-/// type conforming to this protocol, registered in `Flows.all`, and its Flow JSON under `flows/`.
+/// Screen logic for one flow, served at `.../flows/<name>`, and what the core needs from it besides answering:
+/// its tables, how to purge its personal data, its read API resources, its statistics and gauges (its operator
+/// commands are on its `FlowFactory`). The core iterates over the served flows and names none of them. A new coded
+/// flow is one folder under `Flows/` with a type conforming to this protocol, one line in `FlowRegistry.all`, and
+/// its Flow JSON under `flows/`.
+///
+/// The `nfm_reply` webhook that closes a flow is linked by flow token: the core records each confirmed token in
+/// `webhook_confirmations` (and queues its callback) and tells every served flow through `confirmed`; a flow reads
+/// it with `WebhookStore.isConfirmed` and counts it through `sessionTable`.
 public protocol Flow: Sendable {
     /// The last path component the flow is served at, e.g. `expense`.
     var name: String { get }
@@ -150,11 +157,44 @@ public protocol Flow: Sendable {
     /// column, for the read API's statistics (started, completed, confirmed by webhook); `nil` leaves the flow
     /// out of them.
     var sessionTable: String? { get }
+    /// The longest time one of this flow's tokens may be used, in seconds: a purge keeps sessions at least this
+    /// long (0: no limit of its own).
+    var sessionLifetimeSeconds: Int64 { get }
+    /// Removes or anonymises this flow's personal data older than the cutoffs in one `BEGIN IMMEDIATE` transaction
+    /// (rolled back when `dryRun`), leaving a tombstone for each purged flow token so it keeps getting 427.
+    /// Tables that are not there (a database without this flow's migrations) are skipped.
+    ///
+    /// - Parameters:
+    ///   - before: data (bookings, submissions) created or taking place before this time goes.
+    ///   - sessionsBefore: sessions created before this time go (never later than `before`, and at least one
+    ///     session lifetime of every flow ago).
+    /// - Returns: `(table, rows)` per table, in the order purged; a table's name may say how rows were purged,
+    ///   e.g. `appointment_bookings (anonymised)`.
+    func purge(database: Database, before: Int64, sessionsBefore: Int64, dryRun: Bool)
+        throws(DatabaseError) -> [(String, Int)]
+    /// Called in the webhook's write transaction when an `nfm_reply` first confirms `token` (whichever flow it
+    /// belongs to: a flow ignores tokens it does not hold), e.g. to mark its submission confirmed.
+    func confirmed(token: String, messageID: String, database: Database, now: Int64) throws(DatabaseError)
+    /// The read API resources this flow adds (e.g. `GET .../bookings`), behind `API_TOKEN`.
+    var readResources: [ReadResource] { get }
+    /// The gauges this flow adds to `.../metrics` (e.g. `flows_bookings_total`).
+    var gauges: [FlowGauge] { get }
 }
 
 extension Flow {
     /// No session table: the flow is left out of the statistics.
     public var sessionTable: String? { nil }
+    /// No session lifetime of its own.
+    public var sessionLifetimeSeconds: Int64 { 0 }
+    /// No personal data stored.
+    public func purge(database: Database, before: Int64, sessionsBefore: Int64, dryRun: Bool)
+        throws(DatabaseError) -> [(String, Int)] { [] }
+    /// Nothing to mark: `webhook_confirmations` holds the confirmation.
+    public func confirmed(token: String, messageID: String, database: Database, now: Int64) throws(DatabaseError) {}
+    /// No read API resources.
+    public var readResources: [ReadResource] { [] }
+    /// No gauges.
+    public var gauges: [FlowGauge] { [] }
 }
 
 /// Raised by a flow that needs a database when none is configured.

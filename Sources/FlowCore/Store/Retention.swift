@@ -2,7 +2,8 @@
 /// (`flows-fcgi purge`) and automatically, at most once per `Retention.interval` per database, by the FastCGI
 /// processes.
 ///
-/// What a purge does, per table family, each in one `BEGIN IMMEDIATE` transaction (see the stores' `purge`):
+/// What a purge does, per table family, each in one `BEGIN IMMEDIATE` transaction (each served flow's `purge`, in
+/// registration order, then the webhook tables'):
 /// - appointment bookings whose slot started more than the period ago are anonymised (name, email, phone, details
 ///   emptied; the row stays for statistics); expenses older than the period lose their description (amounts stay);
 /// - webhook messages, statuses, confirmations, Flows alerts and callback outbox items older than the period are
@@ -58,25 +59,22 @@ public enum Retention {
     ///
     /// - Parameters:
     ///   - database: a connection to a migrated database; tables of flows or features not present are skipped.
+    ///   - flows: the flows served, each purging its own data.
     ///   - days: the retention period.
-    ///   - sessionLifetimeSeconds: the longest time a flow token may be used (sessions are kept at least this long).
+    ///   - sessionLifetimeSeconds: sessions are kept at least this long; `nil`: the longest of `flows`.
     ///   - now: the current time in seconds since the epoch (a parameter so tests can move it).
     ///   - dryRun: count what would go, write nothing.
-    public static func purge(database: Database, days: Int, sessionLifetimeSeconds: Int64, now: Int64,
-                             dryRun: Bool = false) throws(DatabaseError) -> Report
+    public static func purge(database: Database, flows: [any Flow], days: Int, sessionLifetimeSeconds: Int64? = nil,
+                             now: Int64, dryRun: Bool = false) throws(DatabaseError) -> Report
     {
         var report = Report(dryRun: dryRun)
         guard days > 0 else { return report }
         try database.execute("PRAGMA secure_delete=ON")
         let before = now - Int64(days) * 86400
-        let sessionsBefore = min(before, now - sessionLifetimeSeconds)
+        let sessionsBefore = min(before, now - (sessionLifetimeSeconds ?? Retention.sessionLifetimeSeconds(flows)))
         var counts: [(String, Int)] = []
-        if try hasTable(database, "appointment_session_tombstones") {
-            counts += try AppointmentStore.purge(database: database, before: before, sessionsBefore: sessionsBefore,
-                                                 dryRun: dryRun)
-        }
-        if try hasTable(database, "expense_session_tombstones") {
-            counts += try ExpenseStore.purge(database: database, before: before, dryRun: dryRun)
+        for flow in flows {
+            counts += try flow.purge(database: database, before: before, sessionsBefore: sessionsBefore, dryRun: dryRun)
         }
         if try hasTable(database, "webhook_outbox") {
             counts += try WebhookStore.purge(database: database, before: before, dryRun: dryRun)
@@ -89,7 +87,8 @@ public enum Retention {
     ///
     /// The claim is the `maintenance` row `last_purge_at`, read and updated in one `BEGIN IMMEDIATE` transaction,
     /// so of several processes due at once exactly one purges; a cheap read without the write lock comes first.
-    public static func purgeIfDue(database: Database, days: Int, sessionLifetimeSeconds: Int64, now: Int64,
+    public static func purgeIfDue(database: Database, flows: [any Flow], days: Int,
+                                  sessionLifetimeSeconds: Int64? = nil, now: Int64,
                                   interval: Int64 = Retention.interval) throws(DatabaseError) -> Report?
     {
         guard days > 0 else { return nil }
@@ -108,7 +107,8 @@ public enum Retention {
             return true
         }
         guard claimed else { return nil }
-        return try purge(database: database, days: days, sessionLifetimeSeconds: sessionLifetimeSeconds, now: now)
+        return try purge(database: database, flows: flows, days: days, sessionLifetimeSeconds: sessionLifetimeSeconds,
+                         now: now)
     }
 
     /// When this database was last purged automatically (`nil`: never).
@@ -118,7 +118,7 @@ public enum Retention {
 
     /// The longest time a flow token may be used by one of `flows`, in seconds (sessions are kept this long).
     public static func sessionLifetimeSeconds(_ flows: [any Flow]) -> Int64 {
-        flows.compactMap { ($0 as? AppointmentFlow)?.sessionLifetimeSeconds }.max() ?? 0
+        flows.map(\.sessionLifetimeSeconds).max() ?? 0
     }
 
     /// The tombstone key of a flow token: lowercase hex SHA-256 (the token itself is not kept).
@@ -126,7 +126,8 @@ public enum Retention {
         Hex.encode(Digest.sha256(Array(token.utf8)))
     }
 
-    private static func hasTable(_ database: Database, _ name: String) throws(DatabaseError) -> Bool {
+    /// True when table `name` exists (a flow's `purge` skips a database without its migrations).
+    public static func hasTable(_ database: Database, _ name: String) throws(DatabaseError) -> Bool {
         try !database.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [.text(name)]).isEmpty
     }
 }

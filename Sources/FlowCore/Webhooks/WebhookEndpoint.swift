@@ -1,8 +1,3 @@
-/// The read API's resources, served at paths ending in `/messages`, `/stats`, `/bookings`, `/expenses`.
-enum ReadResource: String, Sendable {
-    case messages, stats, bookings, expenses
-}
-
 extension Endpoint {
     /// `.../webhook`: Meta's verification handshake (GET) and webhook deliveries (POST).
     func webhook(_ request: EndpointRequest, worker: Worker, summary: inout RequestSummary) -> EndpointResponse {
@@ -35,7 +30,7 @@ extension Endpoint {
         }
         let stored: WebhookStore.Stored
         do {
-            stored = try WebhookStore.store(batch, database: database, now: clock(),
+            stored = try WebhookStore.store(batch, database: database, now: clock(), flows: configuration.servedFlows,
                                            forward: configuration.webhook.callback != nil)
         } catch let error as DatabaseError where error.isUnavailable {
             log.error("storage unavailable", ["route": "webhook", "error": error.description])

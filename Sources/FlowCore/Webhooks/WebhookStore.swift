@@ -54,10 +54,11 @@ public enum WebhookStore {
         public var newFlowEvents: [String] = []
     }
 
-    /// Stores `batch` in one write transaction; items seen before are left as they are. With `forward`, each newly
-    /// confirmed completion is queued in the callback outbox in the same transaction.
-    public static func store(_ batch: WebhookBatch, database: Database, now: Int64, forward: Bool = false) throws
-        -> Stored
+    /// Stores `batch` in one write transaction; items seen before are left as they are. Each newly confirmed
+    /// completion is passed to every one of `flows` (`Flow.confirmed`) and, with `forward`, queued in the callback
+    /// outbox, in the same transaction.
+    public static func store(_ batch: WebhookBatch, database: Database, now: Int64, flows: [any Flow] = [],
+                             forward: Bool = false) throws -> Stored
     {
         try database.writeTransaction { () throws(DatabaseError) -> Stored in
             var stored = Stored()
@@ -76,10 +77,12 @@ public enum WebhookStore {
                         INSERT INTO webhook_confirmations (flow_token, message_id, confirmed_at) VALUES (?1, ?2, ?3)
                         ON CONFLICT (flow_token) DO NOTHING RETURNING 1
                         """, [.text(token), .text(m.id), .integer(now)])
-                    stored.confirmations += confirmed.count
-                    if forward, !confirmed.isEmpty {
-                        try CallbackOutbox.enqueue(m, token: token, database: database, now: now)
+                    guard !confirmed.isEmpty else { continue }
+                    stored.confirmations += 1
+                    for flow in flows {
+                        try flow.confirmed(token: token, messageID: m.id, database: database, now: now)
                     }
+                    if forward { try CallbackOutbox.enqueue(m, token: token, database: database, now: now) }
                 }
             }
             for s in batch.statuses {

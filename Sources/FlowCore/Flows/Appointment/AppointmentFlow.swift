@@ -25,7 +25,7 @@ public struct AppointmentFlow: Flow {
     public static let settingNames = ["APPOINTMENT_CATALOG", "APPOINTMENT_SESSION_HOURS"]
 
     /// How the endpoint builds the flow (registered in `FlowRegistry.all`).
-    public static let factory = FlowFactory(name: "appointment", settingNames: settingNames) {
+    public static let factory = FlowFactory(name: "appointment", settingNames: settingNames, commands: commands) {
         settings throws(ConfigError) in try AppointmentFlow(settings: settings)
     }
 

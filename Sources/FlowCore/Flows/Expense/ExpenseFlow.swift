@@ -36,7 +36,7 @@ public struct ExpenseFlow: Flow {
     ]
 
     /// How the endpoint builds the flow (registered in `FlowRegistry.all`).
-    public static let factory = FlowFactory(name: "expense", settingNames: settingNames) {
+    public static let factory = FlowFactory(name: "expense", settingNames: settingNames, commands: commands) {
         settings throws(ConfigError) in try ExpenseFlow(settings: settings)
     }
 

@@ -35,13 +35,12 @@ enum Purge {
         }
         let database: Database
         let days: Int
-        let lifetime: Int64
+        let flows: [any Flow]
         do {
             let settings = try Settings(environment: currentEnvironment(), file: parsed["--config"],
                                         names: Configuration.allSettingNames)
             days = try daysOption ?? Retention.days(settings)
-            let flows = try FlowRegistry.all.map { factory throws(ConfigError) in try factory.make(settings) }
-            lifetime = Retention.sessionLifetimeSeconds(flows)
+            flows = try Command.servedFlows(settings)
             database = try Command.openDatabase(settings, access: .existing)
         } catch let error as ConfigError {
             printError("configuration error: \(error.description)")
@@ -56,8 +55,8 @@ enum Purge {
             return 0
         }
         do {
-            let report = try Retention.purge(database: database, days: days, sessionLifetimeSeconds: lifetime,
-                                             now: Int64(time(nil)), dryRun: dryRun)
+            let report = try Retention.purge(database: database, flows: flows, days: days, now: Int64(time(nil)),
+                                             dryRun: dryRun)
             var out = (dryRun ? "dry run, nothing changed; would purge" : "purged") + ", older than \(days) days:\n"
             let width = report.counts.map(\.table.count).max() ?? 0
             for count in report.counts {
@@ -80,7 +79,7 @@ enum Purge {
                       everySeconds: Int = 60) -> pthread_t? {
         guard let path = configuration.databasePath, configuration.retentionDays > 0 else { return nil }
         let days = configuration.retentionDays
-        let lifetime = Retention.sessionLifetimeSeconds(Array(configuration.flows.values))
+        let flows = configuration.servedFlows
         let timeout = configuration.busyTimeoutMilliseconds
         return startThread {
             var wait = firstCheckSeconds
@@ -89,8 +88,7 @@ enum Purge {
                 do {
                     let database = try Database(path: path, busyTimeoutMilliseconds: timeout, brief: true)
                     defer { database.close() }
-                    guard let report = try Retention.purgeIfDue(database: database, days: days,
-                                                                sessionLifetimeSeconds: lifetime,
+                    guard let report = try Retention.purgeIfDue(database: database, flows: flows, days: days,
                                                                 now: Int64(time(nil)))
                     else { continue }
                     let tables = report.counts.map { "\($0.table.prefix { $0 != " " })=\($0.rows)" }

@@ -1,45 +1,32 @@
-import FlowCore
-
 /// The arguments of an operator command (and of the responder itself), read the same way everywhere: `--name value`
 /// or `--name=value`, `-c` for `--config`, `-V` for `--version`, `--help`/`-h` for the command's own usage. An
 /// unknown option, a missing or repeated value, or a value the command cannot use (a date that is not one, a number
 /// out of its range) is a usage error: a message naming the argument and exit status 2. Dates and page sizes follow
 /// the read API's rules (`ParameterRules`), so the command line and the API accept the same values.
-struct CommandArguments {
+public struct CommandArguments: Sendable {
     /// A usage error: the message names the argument.
-    struct Problem: Error {
-        let message: String
+    public struct Problem: Error {
+        /// What is wrong, naming the argument.
+        public let message: String
+        /// The problem `message`.
+        public init(message: String) { self.message = message }
     }
 
     /// The command, for messages (`bookings`).
-    let command: String
+    public let command: String
     private var values: [String: String] = [:]
     private var switches: Set<String> = []
     /// The arguments that are not options, in order.
-    private(set) var positional: [String] = []
-    /// True when `--help` was given (`parse` has printed the usage; after `read` the caller prints it).
-    private(set) var help = false
+    public private(set) var positional: [String] = []
+    /// True when `--help` was given (the caller prints the usage).
+    public private(set) var help = false
 
-    private init(command: String) { self.command = command }
+    /// No arguments yet, for `command`.
+    public init(command: String) { self.command = command }
 
-    /// Parses `arguments` for `command`, which takes the options in `valued` (each with a value) and `switches`.
-    /// Prints `usage` for `--help`; prints the problem and returns `nil` for an unknown option or a missing or
-    /// repeated value.
-    static func parse(_ arguments: [String], command: String, valued: Set<String>, switches: Set<String> = [],
-                      usage: String) -> CommandArguments? {
-        do throws(Problem) {
-            let result = try read(arguments, command: command, valued: valued, switches: switches)
-            if result.help { writeAll(1, Array((usage + "\n").utf8)) }
-            return result
-        } catch {
-            _ = CommandArguments(command: command).usageError(error.message)
-            return nil
-        }
-    }
-
-    /// Reads `arguments` as `parse` does, printing nothing: `help` is set for `--help`, a problem is thrown.
-    static func read(_ arguments: [String], command: String, valued: Set<String>,
-                     switches: Set<String> = []) throws(Problem) -> CommandArguments {
+    /// Reads `arguments`, printing nothing: `help` is set for `--help`, a problem is thrown.
+    public static func read(_ arguments: [String], command: String, valued: Set<String>,
+                            switches: Set<String> = []) throws(Problem) -> CommandArguments {
         var result = CommandArguments(command: command)
         var i = 0
         while i < arguments.count {
@@ -79,20 +66,14 @@ struct CommandArguments {
         return result
     }
 
-    /// Prints `command: message (see flows-fcgi command --help)`; returns exit status 2.
-    func usageError(_ message: String) -> Int32 {
-        printError("\(command): \(message) (see flows-fcgi \(command) --help)")
-        return ExitStatus.usage
-    }
-
     /// The value of option `name`, `nil` when not given.
-    subscript(name: String) -> String? { values[name] }
+    public subscript(name: String) -> String? { values[name] }
 
     /// True when switch `name` was given.
-    func has(_ name: String) -> Bool { switches.contains(name) }
+    public func has(_ name: String) -> Bool { switches.contains(name) }
 
     /// The whole number given for `name` within `range`, `nil` when not given.
-    func integer(_ name: String, range: ClosedRange<Int>) throws(Problem) -> Int? {
+    public func integer(_ name: String, range: ClosedRange<Int>) throws(Problem) -> Int? {
         guard let text = values[name] else { return nil }
         guard let number = ParameterRules.integer(text, in: range) else {
             throw Problem(message: ParameterRules.integerProblem(name, range) + ", not '\(Self.shown(text))'")
@@ -101,7 +82,7 @@ struct CommandArguments {
     }
 
     /// The date (`YYYY-MM-DD`) given for `name`, `nil` when not given.
-    func date(_ name: String) throws(Problem) -> String? {
+    public func date(_ name: String) throws(Problem) -> String? {
         guard let text = values[name] else { return nil }
         guard ParameterRules.isDate(text) else {
             throw Problem(message: ParameterRules.dateProblem(name) + ", not '\(Self.shown(text))'")
@@ -111,9 +92,4 @@ struct CommandArguments {
 
     /// At most 40 characters of a value, for a message.
     private static func shown(_ text: String) -> String { text.count > 40 ? String(text.prefix(39)) + "…" : text }
-}
-
-/// An operator command that cannot do its work (no database configured, none at the path): exit status 1.
-struct CommandFailure: Error, CustomStringConvertible {
-    let description: String
 }

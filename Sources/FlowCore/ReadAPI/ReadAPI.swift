@@ -1,48 +1,3 @@
-/// A read API parameter that is missing its mark: answered 400 with the message.
-struct BadParameter: Error {
-    let message: String
-    init(_ message: String) { self.message = message }
-}
-
-/// The checked query parameters of one read API request.
-struct ReadParameters {
-    private let query: QueryString
-
-    init(_ request: EndpointRequest, allowed: Set<String>) throws(BadParameter) {
-        do {
-            query = try QueryString(request: request)
-        } catch {
-            throw BadParameter(error.description)
-        }
-        for (name, _) in query.pairs where !allowed.contains(name) {
-            let known = allowed.isEmpty ? "none" : allowed.sorted().joined(separator: ", ")
-            throw BadParameter("unknown parameter '\(String(name.prefix(40)))' (accepted: \(known))")
-        }
-    }
-
-    func text(_ name: String) throws(BadParameter) -> String? {
-        do {
-            return try query.single(name)
-        } catch {
-            throw BadParameter(error.description)
-        }
-    }
-
-    func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws(BadParameter) -> Int {
-        guard let text = try text(name) else { return value }
-        guard let number = ParameterRules.integer(text, in: range) else {
-            throw BadParameter(ParameterRules.integerProblem(name, range))
-        }
-        return number
-    }
-
-    /// `limit` (1-100, default 50) and `offset` (0 or more).
-    func page() throws(BadParameter) -> (limit: Int, offset: Int) {
-        (try integer("limit", default: 50, range: ParameterRules.limit),
-         try integer("offset", default: 0, range: ParameterRules.offset))
-    }
-}
-
 extension Endpoint {
     /// Checks `Authorization: Bearer <API_TOKEN>` (read API and metrics): 404 when no token is configured, 401 when
     /// missing or wrong; `nil` when the request may go on.
@@ -61,10 +16,11 @@ extension Endpoint {
         return nil
     }
 
-    /// The read API: `Authorization: Bearer <API_TOKEN>`, GET only, JSON answers.
-    func readAPI(_ resource: ReadResource, _ request: EndpointRequest, worker: Worker,
+    /// The read API: `Authorization: Bearer <API_TOKEN>`, GET only, JSON answers. `name` is the last path
+    /// component: `messages` and `stats` are the core's, any other a served flow's resource.
+    func readAPI(_ name: String, _ request: EndpointRequest, worker: Worker,
                  summary: inout RequestSummary) -> EndpointResponse {
-        summary.route = resource.rawValue
+        summary.route = name
         func fail(_ status: Int, _ message: String, _ headers: [(String, String)] = []) -> EndpointResponse {
             summary.reason = message
             var response = Endpoint.json(status, ["error": .string(message)])
@@ -81,34 +37,23 @@ extension Endpoint {
         }
         do {
             let value: JSONValue
-            switch resource {
-            case .messages: value = try messages(request, database: database)
-            case .stats: value = try stats(request, database: database)
-            case .bookings:
-                guard configuration.flows["appointment"] is AppointmentFlow else {
-                    return fail(404, "not found: the appointment flow is not served")
-                }
-                value = try bookings(request, database: database)
-            case .expenses:
-                guard configuration.flows["expense"] is ExpenseFlow else {
-                    return fail(404, "not found: the expense flow is not served")
-                }
-                value = try expenses(request, database: database)
+            switch name {
+            case "messages": value = try messages(request, database: database)
+            case "stats": value = try stats(request, database: database)
+            default:
+                guard let resource = configuration.readResources[name] else { return fail(404, "not found") }
+                value = try resource.answer(try ReadParameters(request, allowed: resource.parameters), database)
             }
             return Endpoint.json(200, value)
         } catch let error as BadParameter {
             return fail(400, error.message)
         } catch let error as DatabaseError where error.isUnavailable {
-            log.error("storage unavailable", ["route": resource.rawValue, "error": error.description])
+            log.error("storage unavailable", ["route": name, "error": error.description])
             return fail(503, "storage unavailable, try again later")
         } catch {
-            log.error("read API failed", ["route": resource.rawValue, "error": String(describing: error)])
+            log.error("read API failed", ["route": name, "error": String(describing: error)])
             return fail(500, "internal error")
         }
-    }
-
-    private static func envelope(_ data: [JSONValue], total: Int64, limit: Int, offset: Int) -> JSONValue {
-        ["data": .array(data), "total": .number(String(total)), "limit": .int(limit), "offset": .int(offset)]
     }
 
     /// Messages newest first, filtered by sender (`from`), time (`since`) and text (`q`).
@@ -161,7 +106,7 @@ extension Endpoint {
             }
             return .object(item)
         }
-        return Endpoint.envelope(data, total: total, limit: limit, offset: offset)
+        return ReadResource.page(data, total: total, limit: limit, offset: offset)
     }
 
     /// Message totals, top senders, first and last message time, and per-flow session counts.
@@ -177,11 +122,12 @@ extension Endpoint {
         let events = try database.query("SELECT count(*) FROM webhook_flow_events").first?.first?.int ?? 0
         let confirmations = try database.query("SELECT count(*) FROM webhook_confirmations").first?.first?.int ?? 0
         var flows: [String: JSONValue] = [:]
-        for name in configuration.flowOrder {
-            guard let table = configuration.flows[name]?.sessionTable else { continue }
+        for flow in configuration.servedFlows {
+            guard let table = flow.sessionTable else { continue }
             let counts = try WebhookStore.flowCounts(database: database, sessionTable: table)
-            flows[name] = ["started": .number(String(counts.started)), "completed": .number(String(counts.completed)),
-                           "confirmed": .number(String(counts.confirmed))]
+            flows[flow.name] = ["started": .number(String(counts.started)),
+                                "completed": .number(String(counts.completed)),
+                                "confirmed": .number(String(counts.confirmed))]
         }
         func number(_ value: SQLValue?) -> JSONValue { value?.int.map { .number(String($0)) } ?? .null }
         return [
@@ -191,58 +137,5 @@ extension Endpoint {
             "total_statuses": .number(String(statuses)), "total_flow_alerts": .number(String(events)),
             "total_confirmations": .number(String(confirmations)), "flows": .object(flows),
         ]
-    }
-
-    /// Appointment bookings by start, `from`/`to` dates (`YYYY-MM-DD`), cancelled ones with `all=true`.
-    private func bookings(_ request: EndpointRequest, database: Database) throws -> JSONValue {
-        let parameters = try ReadParameters(request, allowed: ["limit", "offset", "from", "to", "all"])
-        let (limit, offset) = try parameters.page()
-        let from = try parameters.text("from"), to = try parameters.text("to")
-        for (name, value) in [("from", from), ("to", to)] {
-            if let value, !ParameterRules.isDate(value) { throw BadParameter(ParameterRules.dateProblem(name)) }
-        }
-        let all: Bool
-        switch try parameters.text("all") {
-        case nil, "false", "0": all = false
-        case "true", "1": all = true
-        default: throw BadParameter("all must be true or false")
-        }
-        // Only the page is read: the table grows with every booking, an answer does not.
-        let total = try AppointmentStore.count(database: database, from: from, through: to, includeCancelled: all)
-        let page = try AppointmentStore.list(database: database, from: from, through: to, includeCancelled: all,
-                                             limit: limit, offset: offset)
-        var data: [JSONValue] = []
-        for b in page {
-            var item: [String: JSONValue] = [
-                "id": .number(String(b.id)), "created_at": .string(ISOTime.format(b.createdAt)),
-                "flow_token": .string(b.flowToken), "department": .string(b.department),
-                "location": .string(b.location), "date": .string(b.date), "time": .string(b.time),
-                "starts_at": .string(b.startsAtText), "name": .string(b.name), "email": .string(b.email),
-                "phone": .string(b.phone), "more_details": .string(b.moreDetails), "status": .string(b.status.rawValue),
-                "confirmed": .bool(try WebhookStore.isConfirmed(database: database, token: b.flowToken)),
-            ]
-            if let cancelled = b.cancelledAt { item["cancelled_at"] = .string(ISOTime.format(cancelled)) }
-            data.append(.object(item))
-        }
-        return Endpoint.envelope(data, total: total, limit: limit, offset: offset)
-    }
-
-    /// Expenses newest first.
-    private func expenses(_ request: EndpointRequest, database: Database) throws -> JSONValue {
-        let parameters = try ReadParameters(request, allowed: ["limit", "offset"])
-        let (limit, offset) = try parameters.page()
-        let total = try database.query("SELECT count(*) FROM expenses").first?.first?.int ?? 0
-        var data: [JSONValue] = []
-        for e in try ExpenseStore.list(database: database, limit: limit, offset: offset) {
-            var item: [String: JSONValue] = [
-                "id": .number(String(e.id)), "created_at": .string(ISOTime.format(e.createdAt)),
-                "flow_token": .string(e.flowToken), "amount": .string(e.amount), "currency": .string(e.currency),
-                "category": .string(e.category), "date": .string(e.expenseDate),
-                "confirmed": .bool(try WebhookStore.isConfirmed(database: database, token: e.flowToken)),
-            ]
-            if let description = e.description { item["description"] = .string(description) }
-            data.append(.object(item))
-        }
-        return Endpoint.envelope(data, total: total, limit: limit, offset: offset)
     }
 }
