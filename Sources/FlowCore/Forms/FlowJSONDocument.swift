@@ -275,19 +275,14 @@ struct FlowDocument {
     }
 
     /// `${data.x}` when `value` is exactly that string.
-    static func dataReference(_ value: JSONValue) -> String? {
-        guard case .string(let text) = value, text.hasPrefix("${data."), text.hasSuffix("}") else { return nil }
-        let name = text.dropFirst(7).dropLast()
-        guard !name.isEmpty, !name.contains(where: { $0 == "." || $0 == "[" || $0 == "}" || $0 == " " }) else {
-            return nil
-        }
-        return String(name)
-    }
+    static func dataReference(_ value: JSONValue) -> String? { reference(value, prefix: "${data.") }
 
     /// `${form.x}` when `value` is exactly that string.
-    static func formReference(_ value: JSONValue) -> String? {
-        guard case .string(let text) = value, text.hasPrefix("${form."), text.hasSuffix("}") else { return nil }
-        let name = text.dropFirst(7).dropLast()
+    static func formReference(_ value: JSONValue) -> String? { reference(value, prefix: "${form.") }
+
+    private static func reference(_ value: JSONValue, prefix: String) -> String? {
+        guard case .string(let text) = value, text.hasPrefix(prefix), text.hasSuffix("}") else { return nil }
+        let name = text.dropFirst(prefix.count).dropLast()
         guard !name.isEmpty, !name.contains(where: { $0 == "." || $0 == "[" || $0 == "}" || $0 == " " }) else {
             return nil
         }

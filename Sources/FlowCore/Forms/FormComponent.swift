@@ -230,12 +230,7 @@ struct FormComponent: Sendable {
 
     private func checkDate(_ value: JSONValue?, required: Bool,
                            data: [String: JSONValue]) -> Result<JSONValue, FormProblem> {
-        let text: String
-        switch value {
-        case nil, .null?: text = ""
-        case .string(let given)?: text = given
-        default: return fail(notValid)
-        }
+        guard let text = FormComponent.text(value) else { return fail(notValid) }
         if text.isEmpty { return required ? fail("\(label) is required.") : .success(.string("")) }
         guard let day = CalendarDay(text) else { return fail("\(label) must be a date picked from the calendar.") }
         if let min = minDate?.resolve(data, FormComponent.day), day < min {
@@ -248,6 +243,15 @@ struct FormComponent: Sendable {
             return fail("\(label): that date is not available. Please pick another one.")
         }
         return .success(.string(text))
+    }
+
+    /// The text of a string value; empty for none or null; nil for any other JSON.
+    private static func text(_ value: JSONValue?) -> String? {
+        switch value {
+        case nil, .null?: return ""
+        case .string(let given)?: return given
+        default: return nil
+        }
     }
 
     static func day(_ value: JSONValue) -> CalendarDay? { value.stringValue.flatMap(CalendarDay.init) }
@@ -269,12 +273,7 @@ struct FormComponent: Sendable {
 
     private func checkChoice(_ value: JSONValue?, required: Bool,
                              data: [String: JSONValue]) -> Result<JSONValue, FormProblem> {
-        let id: String
-        switch value {
-        case nil, .null?: id = ""
-        case .string(let given)?: id = given
-        default: return fail(notValid)
-        }
+        guard let id = FormComponent.text(value) else { return fail(notValid) }
         if id.isEmpty { return required ? fail("\(label) is required: choose an option.") : .success(.string("")) }
         guard isOption(id, data: data) else { return fail("\(label): choose one of the listed options.") }
         return .success(.string(id))
