@@ -352,6 +352,86 @@ struct FormRoutingTests {
     }
 }
 
+@Suite("Form engine: screens the endpoint only shows")
+struct FormEndingTests {
+    static func flow(doneChildren: String) -> String {
+        """
+        {"version": "7.0", "data_api_version": "3.0", "routing_model": {"ASK": ["DONE"], "DONE": []},
+         "screens": [
+          {"id": "ASK", "data": {"name": {"type": "string", "__example__": ""}},
+           "layout": {"type": "SingleColumnLayout", "children": [
+            {"type": "TextInput", "name": "name", "label": "Name", "required": true, "max-chars": 5,
+             "init-value": "${data.name}"},
+            {"type": "Footer", "label": "Next", "on-click-action": {"name": "data_exchange",
+             "payload": {"name": "${form.name}"}}}]}},
+          {"id": "DONE", "terminal": true, "data": {"name": {"type": "string", "__example__": "Alex"}},
+           "layout": {"type": "SingleColumnLayout", "children": [\(doneChildren)
+            {"type": "Footer", "label": "Close", "on-click-action": {"name": "complete", "payload": {}}}]}}]}
+        """
+    }
+    static let sidecar = "{\"values\": {\"ASK\": {\"name\": \"\"}}}"
+
+    @Test func aTerminalCompleteScreenIsShownWithTheValuesToStore() throws {
+        let definition = try compile(Self.flow(doneChildren: "{\"type\": \"TextBody\", \"text\": \"${data.name}\"},"),
+                                     sidecar: Self.sidecar)
+        #expect(definition.initial(today: day) == .screen("ASK", data: ["name": ""]))
+        #expect(definition.step(screen: "ASK", payload: ["name": " Alex "], collected: [:], today: day)
+            == .completeShowing(.screen("DONE", data: ["name": "Alex"]), values: ["name": "Alex"]))
+        // Invalid: ASK again, what was typed shown back through its init-value.
+        #expect(definition.step(screen: "ASK", payload: ["name": "Alexandra"], collected: [:], today: day)
+            == .invalid(.screen("ASK", data: ["name": "Alexandra"],
+                                errorMessage: "Name can have at most 5 characters.")))
+    }
+
+    @Test func aTerminalCompleteScreenCannotHaveInputs() {
+        let text = Self.flow(doneChildren: "{\"type\": \"OptIn\", \"name\": \"ok\", \"label\": \"OK\"},")
+        #expect(problems(text, sidecar: Self.sidecar) == [FlowJSONProblem(
+            file: "test.json", pointer: "/screens/1/layout/children/1",
+            message: "DONE ends with complete, which sends its values to the webhook only: it cannot have input "
+                + "components (submit with data_exchange instead)")])
+    }
+
+    @Test func aScreenIsShownEitherByNavigateOrByTheEndpoint() {
+        let text = """
+            {"version": "7.0", "data_api_version": "3.0", "routing_model": {"A": ["B", "C"], "B": ["C"], "C": []},
+             "screens": [
+              {"id": "A", "layout": {"type": "SingleColumnLayout", "children": [
+                {"type": "EmbeddedLink", "text": "More", "on-click-action": {"name": "navigate",
+                 "next": {"type": "screen", "name": "B"}, "payload": {}}},
+                {"type": "Footer", "label": "Go", "on-click-action": {"name": "data_exchange", "payload": {}}}]}},
+              {"id": "B", "layout": {"type": "SingleColumnLayout", "children": [
+                {"type": "Footer", "label": "Go", "on-click-action": {"name": "navigate",
+                 "next": {"type": "screen", "name": "C"}, "payload": {}}}]}},
+              {"id": "C", "terminal": true, "layout": {"type": "SingleColumnLayout", "children": [
+                {"type": "Footer", "label": "Done", "on-click-action": {"name": "data_exchange", "payload": {}}}]}}]}
+            """
+        #expect(problems(text) == [FlowJSONProblem(
+            file: "test.json", pointer: "/screens/2",
+            message: "C is shown both by navigate (from B) and by the endpoint's answer (from A): the engine could "
+                + "not tell its data")])
+    }
+
+    @Test func anAttributeCannotReadWhatTheUserTypedEarlier() {
+        let text = """
+            {"version": "7.0", "data_api_version": "3.0", "routing_model": {"ASK": ["NEXT"], "NEXT": []},
+             "screens": [
+              {"id": "ASK", "layout": {"type": "SingleColumnLayout", "children": [
+                {"type": "TextInput", "name": "limit", "label": "Limit", "input-type": "number"},
+                {"type": "Footer", "label": "Go", "on-click-action": {"name": "navigate",
+                 "next": {"type": "screen", "name": "NEXT"}, "payload": {"limit": "${form.limit}"}}}]}},
+              {"id": "NEXT", "terminal": true, "data": {"limit": {"type": "number", "__example__": 3}},
+               "layout": {"type": "SingleColumnLayout", "children": [
+                {"type": "TextInput", "name": "text", "label": "Text", "max-chars": "${data.limit}"},
+                {"type": "Footer", "label": "Done", "on-click-action": {"name": "data_exchange",
+                 "payload": {"text": "${form.text}"}}}]}}]}
+            """
+        #expect(problems(text) == [FlowJSONProblem(
+            file: "test.json", pointer: "/screens/1/layout/children/0/max-chars",
+            message: "reads ${data.limit}, which comes from the user's input on an earlier screen: the engine needs a "
+                + "value it knows (its own answer's, or a literal)")])
+    }
+}
+
 // MARK: - Compile errors
 
 @Suite("Form engine: compile errors carry the file and a JSON pointer")
