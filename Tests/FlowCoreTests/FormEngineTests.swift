@@ -568,6 +568,58 @@ struct FormCompileErrorTests {
              "the form engine answers only the Footer's data_exchange (use navigate here, or send it from the Footer)")
     }
 
+    @Test func moreRulesEachWithItsPointer() {
+        let form = oneScreen(Self.input, payload: Self.sendA)
+        only(problems(form.replacingOccurrences("\"id\": \"FORM\"", with: "\"id\": \"SUCCESS\"")
+                .replacingOccurrences("{\"FORM\": []}", with: "{\"SUCCESS\": []}")),
+             "/screens/0/id", "SUCCESS is reserved for completion")
+        only(problems(form.replacingOccurrences("\"3.0\"", with: "\"2.0\"")), "/data_api_version",
+             "must be \"3.0\" (or \"4.0\"): the flow is served by a data endpoint")
+        only(problems(oneScreen(Self.input, payload: Self.sendA, data: "{\"x\": {\"type\": \"string\"}}")),
+             "/screens/0/data/x", "needs an `__example__`")
+        only(problems(oneScreen(Self.input, payload: "{\"a\": \"${form.a} and more\"}")),
+             "/screens/0/layout/children/1/on-click-action/payload/a",
+             "the engine cannot check this value: use ${form.<name>}, ${data.<name>} or a literal")
+        only(problems(oneScreen("""
+            {"type": "CheckboxGroup", "name": "a", "min-selected-items": 3, "max-selected-items": 2,
+             "data-source": [{"id": "1", "title": "One"}]}
+            """, payload: Self.sendA)),
+             "/screens/0/layout/children/0/min-selected-items", "must not be more than max-selected-items (2)")
+        only(problems(oneScreen("{\"type\": \"TextInput\", \"name\": \"a\", \"input-type\": \"url\"}",
+                                payload: Self.sendA)),
+             "/screens/0/layout/children/0/input-type", "must be text, number, email, password, passcode or phone")
+        let noFooter = """
+            {"version": "7.0", "data_api_version": "3.0", "routing_model": {"FORM": []},
+             "screens": [{"id": "FORM", "terminal": true, "layout": {"type": "SingleColumnLayout", "children": []}}]}
+            """
+        only(problems(noFooter), "/screens/0", "a terminal screen needs a Footer")
+        let completeTooEarly = FormCompileErrorTests.twoScreens(
+            routing: "{\"A\": [\"B\"], \"B\": []}", firstAction: "{\"name\": \"complete\", \"payload\": {}}")
+        #expect(problems(completeTooEarly).first == FlowJSONProblem(
+            file: "test.json", pointer: "/screens/0/layout/children/0/on-click-action/name",
+            message: "`complete` is only allowed on a terminal screen"))
+        let offEdge = FormCompileErrorTests.twoScreens(
+            routing: "{\"A\": [\"B\"], \"B\": []}",
+            firstAction: "{\"name\": \"navigate\", \"next\": {\"type\": \"screen\", \"name\": \"A\"}, "
+                + "\"payload\": {}}")
+        only(problems(offEdge), "/screens/0/layout/children/0/on-click-action/next/name",
+             "A -> A is not an edge of routing_model")
+    }
+
+    @Test func sidecarRouteRules() {
+        let survey = FormRoutingTests.survey
+        only(problems(survey, sidecar: """
+            {"routes": {"FEEDBACK": [{"when": {"field": "follow_up", "equals": "yes"}, "next": "CONTACT"},
+                                     {"when": {"field": "rating", "in": ["1"]}, "next": "THANKS"}]}}
+            """), "/routes/FEEDBACK/1/when",
+             "the last route must have no `when` (the route taken when no other applies)", file: "test.rules.json")
+        only(problems(survey, sidecar: """
+            {"routes": {"FEEDBACK": [{"when": {"field": "email", "present": true}, "next": "CONTACT"},
+                                     {"next": "THANKS"}]}}
+            """), "/routes/FEEDBACK/0/when/field", "email is not collected by the time FEEDBACK submits",
+             file: "test.rules.json")
+    }
+
     @Test func sidecarProblems() {
         let flow = oneScreen(Self.input, payload: Self.sendA)
         only(problems(flow, sidecar: "{\"bogus\": 1}"), "/bogus", "unknown key (expected routes, checks, values)",
