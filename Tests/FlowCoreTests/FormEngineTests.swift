@@ -130,7 +130,8 @@ struct FormValidationTests {
     }
 
     @Test func patternMustMatchTheWholeText() {
-        #expect(errorMessage(submit(["code": "AB12345"])) == "Code is not in the expected format (two letters, four digits).")
+        #expect(errorMessage(submit(["code": "AB12345"]))
+            == "Code is not in the expected format (two letters, four digits).")
         #expect(errorMessage(submit(["code": "ab1234"])) != nil)
         #expect(accepted(["code": "ZZ0000"]))
     }
@@ -147,7 +148,8 @@ struct FormValidationTests {
         #expect(accepted(["day": "2026-01-20"]))
         #expect(errorMessage(submit(["day": "2026-01-09"])) == "Day cannot be before 2026-01-10.")
         #expect(errorMessage(submit(["day": "2026-01-21"])) == "Day cannot be after 2026-01-20.")
-        #expect(errorMessage(submit(["day": "2026-01-15"])) == "Day: that date is not available. Please pick another one.")
+        #expect(errorMessage(submit(["day": "2026-01-15"]))
+            == "Day: that date is not available. Please pick another one.")
         #expect(errorMessage(submit(["day": "2026-02-30"])) == "Day must be a date picked from the calendar.")
         #expect(accepted(["day": nil]))
     }
@@ -458,7 +460,8 @@ struct FormCompileErrorTests {
     @Test func patternNeedsVersion62() {
         let component = "{\"type\": \"TextInput\", \"name\": \"a\", \"pattern\": \"[0-9]+\"}"
         only(problems(oneScreen(component, payload: Self.sendA, version: "6.1")),
-             "/screens/0/layout/children/0/pattern", "`pattern` needs Flow JSON version 6.2 or later (this file is 6.1)")
+             "/screens/0/layout/children/0/pattern",
+             "`pattern` needs Flow JSON version 6.2 or later (this file is 6.1)")
         #expect(problems(oneScreen(component, payload: Self.sendA, version: "6.2")) == [])
     }
 
@@ -539,7 +542,8 @@ struct FormCompileErrorTests {
         let text = Self.twoScreens(routing: "{\"A\": [\"B\"], \"B\": []}")
             .replacingOccurrences("{\"id\": \"B\", \"terminal\": true", with: "{\"id\": \"B\"")
         #expect(problems(text).first == FlowJSONProblem(
-            file: "test.json", pointer: "/routing_model/B", message: "the route A -> B ends at B, which is not terminal"))
+            file: "test.json", pointer: "/routing_model/B",
+            message: "the route A -> B ends at B, which is not terminal"))
     }
 
     @Test func navigatePayloadFillsExactlyTheTargetsData() {

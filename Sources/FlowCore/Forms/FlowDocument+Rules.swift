@@ -69,7 +69,8 @@ extension FlowDocument {
                 }
             case "screen":
                 guard parts.count >= 4, let other = index[parts[1]].map({ screens[$0] }),
-                    parts[2] == "data" && other.declares(parts[3]) || parts[2] == "form" && other.names.contains(parts[3])
+                    parts[2] == "data" && other.declares(parts[3])
+                        || parts[2] == "form" && other.names.contains(parts[3])
                 else {
                     problem(reference.pointer, "${\(reference.expression)} names no declared field or component")
                     continue

@@ -269,9 +269,11 @@ struct FlowDocument {
             problem(jsonPointer(pointer, "name"), "an action needs a `name`")
             return
         }
-        let payload = (value["payload"]?.objectValue ?? [:]).sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
-        screen.actions.append(FlowDocumentAction(name: name, pointer: pointer, next: value["next"]?["name"]?.stringValue,
-                                                 payload: payload, inFooter: inFooter))
+        let payload = (value["payload"]?.objectValue ?? [:]).sorted { $0.key < $1.key }
+            .map { (key: $0.key, value: $0.value) }
+        screen.actions.append(FlowDocumentAction(name: name, pointer: pointer,
+                                                 next: value["next"]?["name"]?.stringValue, payload: payload,
+                                                 inFooter: inFooter))
     }
 
     /// `${data.x}` when `value` is exactly that string.

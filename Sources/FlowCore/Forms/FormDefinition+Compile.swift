@@ -9,7 +9,8 @@ extension FormDefinition {
         do {
             root = try JSONParser.parse(flowJSON)
         } catch {
-            throw FormDefinitionError(problems: [FlowJSONProblem(file: file, pointer: "", message: "not JSON: \(error)")])
+            throw FormDefinitionError(problems: [FlowJSONProblem(file: file, pointer: "",
+                                                                 message: "not JSON: \(error)")])
         }
         if let sidecar {
             do {
