@@ -87,7 +87,7 @@ struct FlowDocumentScreen {
     let id: String
     let pointer: String
     let terminal: Bool
-    /// Declared data in file order... sorted by name: name, kind (nil when the type is unknown), pointer.
+    /// Declared data sorted by name: name, kind (nil when the type is unknown), pointer.
     var declared: [(name: String, kind: FormValueKind?, pointer: String)] = []
     /// The input components.
     var components: [FormComponent] = []
