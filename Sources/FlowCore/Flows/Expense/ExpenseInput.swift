@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
 /// A submitted field the expense form cannot accept, with the sentence shown to the user in the snackbar.
 struct ExpenseInputError: Error, Sendable, Equatable {
     /// The fields of `EXPENSE_FORM`.
@@ -85,38 +79,14 @@ enum ExpenseAmount {
 enum ExpenseDate {
     /// True for a real calendar date from 1970-01-01 to 9999-12-31 written `YYYY-MM-DD`.
     static func isValid(_ text: String) -> Bool {
-        let bytes = Array(text.utf8)
-        guard bytes.count == 10, bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-") else { return false }
-        func number(_ range: Range<Int>) -> Int? {
-            var value = 0
-            for i in range {
-                guard bytes[i] >= UInt8(ascii: "0"), bytes[i] <= UInt8(ascii: "9") else { return nil }
-                value = value * 10 + Int(bytes[i] - UInt8(ascii: "0"))
-            }
-            return value
-        }
-        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10) else { return false }
-        guard year >= 1970, (1...12).contains(month), day >= 1 else { return false }
-        return day <= daysIn(month: month, year: year)
-    }
-
-    private static func daysIn(month: Int, year: Int) -> Int {
-        switch month {
-        case 2: return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
-        case 4, 6, 9, 11: return 30
-        default: return 31
-        }
+        guard let day = CalendarDay(text) else { return false }
+        return day.daysSinceEpoch >= 0
     }
 
     /// The date at `now` (seconds since the epoch) shifted by `offsetSeconds`, as `YYYY-MM-DD`.
     static func today(now: Int64, offsetSeconds: Int) -> String {
-        var shifted = time_t(now + Int64(offsetSeconds))
-        var parts = tm()
-        gmtime_r(&shifted, &parts)
-        return "\(parts.tm_year + 1900)-\(twoDigits(parts.tm_mon + 1))-\(twoDigits(parts.tm_mday))"
+        CalendarDay.today(now: now, offsetSeconds: offsetSeconds).description
     }
-
-    private static func twoDigits(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
 
     /// Parses an offset from UTC written `+HH:MM` or `-HH:MM` (from -12:00 to +14:00) into seconds.
     static func parseOffset(_ text: String) -> Int? {
