@@ -583,14 +583,14 @@ def module_dir(tmp_path_factory, request) -> Path:
 
 
 def make_deployment(kind: str, binary: Path, keys: KeyPair, app_secret: str, workdir: Path,
-                    processes: Processes, **config_extra: str) -> Deployment:
-    """Start ``kind``: nginx+spawn-fcgi, lighttpd, nginx+systemd, nginx+listen-unix, nginx+listen-tcp,
-    apache-cgi."""
+                    processes: Processes, children: int = 2, **config_extra: str) -> Deployment:
+    """Start ``kind``: nginx+spawn-fcgi (``children`` processes), lighttpd, nginx+systemd, nginx+listen-unix,
+    nginx+listen-tcp, apache-cgi."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_config(workdir / "flows.env", keys, app_secret, workdir, **config_extra)
     logs = [workdir / "responder.log", workdir / "responder.out"]
     if kind == "nginx+spawn-fcgi":
-        sock, pids = start_spawn_fcgi(binary, config, workdir, processes, count=2)
+        sock, pids = start_spawn_fcgi(binary, config, workdir, processes, count=children)
         address = start_nginx(workdir, processes, f"unix:{sock}")
         return Deployment(kind, address, keys, app_secret, workdir, processes, nginx_logs(workdir) + logs,
                           lambda: [p for p in pids if pid_alive(p)])

@@ -11,8 +11,12 @@ The same rules as the unit tests' ``FlowJSONChecker`` (shared spec, section 3):
 * its ``data`` has every field the screen declares, with the declared JSON type, and nothing else but a string
   ``error_message`` (the client's own snackbar field).
 
+* a ``data_exchange`` from a screen with sidecar ``routes`` (``<name>.rules.json``) answers the screen again or the
+  ``next`` of the first route whose ``when`` holds for the values the token sent so far.
+
 ``RequestContext.decrypt_answer`` (flowclient.py) runs ``answer_problems`` on every answer it decrypts, so every
-integration test's answers are checked. The flow is found by screen id (the shipped flows' ids differ).
+integration test's answers are checked. The flow is found by screen id (the shipped flows' ids differ); a test that
+serves flows from a folder of its own (``FLOWS_DIR``) makes them known with ``register``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ class FlowJSON:
         targets = {target for edges in self.routes.values() for target in edges}
         entries = [screen for screen in self.order if screen not in targets]
         self.entry = entries[0] if len(entries) == 1 else None
+        rules = path.with_name(path.stem + ".rules.json")
+        self.sidecar_routes = (json.loads(rules.read_text(encoding="utf-8")).get("routes", {})
+                               if rules.exists() else {})
+        # What each flow token sent on the screens it left (the values a sidecar route reads).
+        self.sent: dict[str, dict] = {}
 
     def answer_problems(self, request: dict, answer: dict) -> list[str]:
         """Everything wrong with ``answer`` (a decrypted 200 answer) to the flow request ``request``."""
@@ -64,6 +73,13 @@ class FlowJSON:
         elif action == "data_exchange":
             if shown != current and shown not in self.routes.get(current, []):
                 problems.append(f"{current} -> {shown} is neither a refresh nor an edge of routing_model")
+            elif shown != current:
+                sent = self.sent.setdefault(str(token), {})
+                if isinstance(request.get("data"), dict):
+                    sent.update(request["data"])
+                picked = route_picked(self.sidecar_routes.get(current), sent)
+                if picked is not None and shown != picked:
+                    problems.append(f"{current} -> {shown}: the sidecar's routes pick {picked}")
         elif action == "BACK":
             predecessors = [screen for screen, edges in self.routes.items() if current in edges]
             if shown != current and shown not in predecessors:
@@ -125,6 +141,34 @@ def shipped() -> list[FlowJSON]:
 
 
 SHIPPED = shipped() if FLOWS.is_dir() else []
+#: Flows of other folders a test serves (``register``), looked up before the shipped ones.
+REGISTERED: list[FlowJSON] = []
+
+
+def register(folder: Path) -> list[FlowJSON]:
+    """Make the flows of ``folder`` (a test's ``FLOWS_DIR``: ``<name>.json`` and their sidecars) known to
+    ``answer_problems``; returns them."""
+    flows = [FlowJSON(path) for path in sorted(Path(folder).glob("*.json")) if FLOW_NAME.match(path.stem)]
+    REGISTERED[:0] = flows
+    return flows
+
+
+def route_picked(routes: list | None, values: dict) -> str | None:
+    """The ``next`` of the first sidecar route whose ``when`` holds for ``values`` (None without routes)."""
+    for route in routes or []:
+        when = route.get("when")
+        if when is None:
+            return route["next"]
+        value = values.get(when["field"])
+        if "equals" in when:
+            holds = value == when["equals"]
+        elif "in" in when:
+            holds = value in when["in"]
+        else:
+            holds = (value not in (None, "", [], False)) == when["present"]
+        if holds:
+            return route["next"]
+    return None
 
 
 def answer_problems(request, answer: dict) -> list[str]:
@@ -140,7 +184,7 @@ def answer_problems(request, answer: dict) -> list[str]:
     data = request.get("data")
     if isinstance(data, dict) and (data.get("error") is not None or data.get("error_key") is not None):
         return []
-    for flow in SHIPPED:
+    for flow in REGISTERED + SHIPPED:
         if screen_of(request) in flow.declared or screen_of(answer) in flow.declared:
             return flow.answer_problems(request, answer)
     return []
