@@ -134,3 +134,46 @@ def test_the_client_refuses_to_decrypt_an_answer_that_breaks_the_flow_json(keys)
     context = FlowCrypto.from_file(keys.public_pem).encrypt(json.dumps(request("INIT")).encode())
     with pytest.raises(AssertionError, match="data.extra is not declared"):
         context.decrypt_answer(sealed({"screen": "APPOINTMENT", "data": {**FIRST_SCREEN, "extra": True}}))
+
+
+def test_the_feedback_branch_follows_the_sidecar_routes():
+    """FEEDBACK_FOLLOW_UP has two edges; flows/feedback.rules.json picks FEEDBACK_CONTACT only for "yes"."""
+    thanks = {"screen": "FEEDBACK_THANKS", "data": {"rating": "4", "follow_up": "no"}}
+    contact = {"screen": "FEEDBACK_CONTACT", "data": {}}
+    for token, answer, sent, wrong in [("fj-no", thanks, "no", None), ("fj-yes", contact, "yes", None),
+                                       ("fj-no-2", contact, "no", "pick FEEDBACK_THANKS"),
+                                       ("fj-yes-2", thanks, "yes", "pick FEEDBACK_CONTACT")]:
+        step = {"version": "3.0", "action": "data_exchange", "flow_token": token, "screen": "FEEDBACK_FOLLOW_UP",
+                "data": {"follow_up": sent}}
+        problems = flowjson.answer_problems(step, answer)
+        assert (problems == []) if wrong is None else any(wrong in p for p in problems), (token, problems)
+    # The values a token sent on earlier screens count too: a route on a value of the first screen.
+    flow = next(flow for flow in flowjson.SHIPPED if flow.path.name == "feedback.json")
+    flow.sidecar_routes["FEEDBACK_FOLLOW_UP"] = [{"when": {"field": "rating", "in": ["1", "2"]},
+                                                 "next": "FEEDBACK_CONTACT"}, {"next": "FEEDBACK_THANKS"}]
+    try:
+        first = {"version": "3.0", "action": "data_exchange", "flow_token": "fj-low", "screen": "FEEDBACK_RATING",
+                 "data": {"rating": "1", "comments": ""}}
+        assert flowjson.answer_problems(first, {"screen": "FEEDBACK_FOLLOW_UP", "data": {}}) == []
+        second = {**first, "screen": "FEEDBACK_FOLLOW_UP", "data": {"follow_up": "no"}}
+        assert "FEEDBACK_FOLLOW_UP -> FEEDBACK_THANKS: the sidecar's routes pick FEEDBACK_CONTACT" in \
+            flowjson.answer_problems(second, thanks)
+    finally:
+        flow.sidecar_routes = json.loads((flowjson.FLOWS / "feedback.rules.json").read_text())["routes"]
+
+
+def test_flows_of_a_test_folder_are_checked_once_registered(tmp_path):
+    root = {"version": "7.3", "data_api_version": "3.0", "routing_model": {"FJ_ONLY": []},
+            "screens": [{"id": "FJ_ONLY", "terminal": True, "data": {"n": {"type": "string", "__example__": "x"}},
+                         "layout": {"type": "SingleColumnLayout", "children": []}}]}
+    (tmp_path / "fj-test.json").write_text(json.dumps(root))
+    (tmp_path / "fj-test.rules.json").write_text("{}")  # a companion, not a flow
+    init = {"version": "3.0", "action": "INIT", "flow_token": TOKEN, "screen": "", "data": {}}
+    assert flowjson.answer_problems(init, {"screen": "FJ_ONLY", "data": {}}) == []  # unknown: nothing to check
+    registered = flowjson.register(tmp_path)
+    try:
+        assert [flow.path.name for flow in registered] == ["fj-test.json"]
+        assert flowjson.answer_problems(init, {"screen": "FJ_ONLY", "data": {}}) == [
+            "FJ_ONLY: declared data.n is missing"]
+    finally:
+        flowjson.REGISTERED.remove(registered[0])
