@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 
 import flowjson
-from conftest import Deployment, Processes, clean_env, make_deployment, sign, write_config
+from conftest import (Deployment, HttpResponse, Processes, clean_env, http_request, make_deployment, sign,
+                      write_config)
 
 API_TOKEN = "api-" + secrets.token_hex(16)
 CATALOG = ("feedback", "calendar-preferences", "schedule", "budget")
@@ -168,6 +169,10 @@ class FormClient:
         exchange = self.client.send(self.path, request)
         assert exchange.status in (200, 427), (action, screen, exchange.response, self.dep.logs())
         return exchange.status, exchange.answer()
+
+    def post(self, body: bytes, headers: list[tuple[str, str]]) -> HttpResponse:
+        """One prepared (encrypted and signed) request."""
+        return http_request(self.dep.address, "POST", self.path, body, headers)
 
     def ok(self, token: str, action: str, screen: str = "", data: dict | None = None) -> dict:
         status, answer = self.send(token, action, screen, data)
@@ -529,3 +534,299 @@ def test_a_screen_the_token_never_reached_is_not_submitted(custom):
     status, answer = form.send(token, "data_exchange", "IT_CONFIRM", valid_steps()["IT_CONFIRM"])
     assert status == 427 or answer["screen"] != "SUCCESS", answer
     assert submission_of(custom, TEST_NAME, token) is None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Once and only once: racing final submits, retries, completed, expired and purged tokens
+# --------------------------------------------------------------------------------------------------------
+
+
+def stored_rows(dep: Deployment, token: str) -> list[tuple]:
+    with sqlite3.connect(dep.workdir / "flows.db") as conn:
+        return conn.execute("SELECT id, flow, values_json FROM form_submissions WHERE flow_token = ?",
+                            (token,)).fetchall()
+
+
+def serving_pids(log: Path, since: int, screen: str) -> set[int]:
+    """The processes that logged a request on ``screen`` after byte ``since`` of the log (the access line's id is
+    ``<pid>-<n>`` when the web server sends no X-Request-ID)."""
+    with open(log, "rb") as f:
+        f.seek(since)
+        text = f.read().decode("utf-8", "replace")
+    return {int(m.group(1)) for m in re.finditer(rf"request id=(\d+)-\d+ .*screen={screen} ", text)}
+
+
+def test_racing_final_submits_store_one_submission(custom):
+    """24 final submits of one token at once through four spawn-fcgi processes, half of them with another value:
+    one submission is stored; every SUCCESS is the same one, for the payload stored; the other payload gets 427."""
+    form, token = FormClient(custom, TEST_NAME), FormClient.token()
+    steps = valid_steps()
+    walk_test_flow(form, token, steps, until="IT_CONFIRM")
+    payloads = [{"people": "3", "terms": True}, {"people": "4", "terms": True}]
+    racers = 24
+    prepared = []
+    for i in range(racers):
+        request = {"version": "3.0", "action": "data_exchange", "flow_token": token, "screen": "IT_CONFIRM",
+                   "data": payloads[i % 2]}
+        context = form.client.crypto.encrypt(request)
+        prepared.append((i % 2, context, [("Content-Type", "application/json"),
+                                           ("X-Hub-Signature-256", sign(custom.app_secret, context.body))]))
+    barrier = threading.Barrier(racers)
+    log = custom.workdir / "responder.log"
+    since = log.stat().st_size
+
+    def submit(item):
+        group, context, headers = item
+        barrier.wait()
+        response = form.post(context.body, headers)
+        return group, response.status, context.decrypt_answer(response.body)
+
+    with ThreadPoolExecutor(racers) as pool:
+        results = list(pool.map(submit, prepared))
+    assert {status for _, status, _ in results} <= {200, 427}, results
+    winners = [(group, success_params(answer)) for group, status, answer in results if status == 200]
+    assert winners and len({json.dumps(params, sort_keys=True) for _, params in winners}) == 1, winners
+    won = {group for group, _ in winners}
+    assert len(won) == 1, results  # only the stored payload's submits got SUCCESS
+    losers = [(group, answer) for group, status, answer in results if status == 427]
+    assert all(group not in won for group, _ in losers), results
+    assert all(isinstance(answer.get("error_msg"), str) and answer["error_msg"] for _, answer in losers), losers
+    rows = stored_rows(custom, token)
+    assert len(rows) == 1 and str(rows[0][0]) == str(winners[0][1]["submission_id"]), rows
+    assert json.loads(rows[0][2])["people"] == payloads[won.pop()]["people"], rows
+    served = serving_pids(log, since, "IT_CONFIRM")
+    assert len(served) >= 2, f"only {served} served the racing submits"
+
+    # A retried identical final submit (a lost SUCCESS) gets the same SUCCESS; nothing more is stored.
+    group = winners[0][0]
+    again = form.ok(token, "data_exchange", "IT_CONFIRM", payloads[group])
+    assert success_params(again) == winners[0][1]
+    assert form.send(token, "data_exchange", "IT_CONFIRM", payloads[1 - group])[0] == 427
+    assert len(stored_rows(custom, token)) == 1
+
+
+def test_a_completed_token_gets_427_for_anything_else(custom):
+    form, token = FormClient(custom, TEST_NAME), FormClient.token()
+    steps = valid_steps()
+    params = success_params(walk_test_flow(form, token, steps))
+    for action, screen, data in [("INIT", "", {}), ("BACK", "IT_CONFIRM", {}),
+                                 ("data_exchange", "IT_PROFILE", steps["IT_PROFILE"]),
+                                 ("data_exchange", "IT_CONFIRM", {**steps["IT_CONFIRM"], "people": "5"})]:
+        status, answer = form.send(token, action, screen, data)
+        assert status == 427 and isinstance(answer.get("error_msg"), str), (action, screen, answer)
+    assert success_params(form.ok(token, "data_exchange", "IT_CONFIRM", steps["IT_CONFIRM"])) == params
+    assert len(stored_rows(custom, token)) == 1
+
+
+def age(dep: Deployment, token: str, seconds: int) -> None:
+    """Moves a token's session and submission ``seconds`` into the past."""
+    with sqlite3.connect(dep.workdir / "flows.db") as conn:
+        for table in ("form_sessions", "form_submissions"):
+            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            for column in ("created_at", "updated_at"):
+                if column in columns:
+                    conn.execute(f"UPDATE {table} SET {column} = {column} - ? WHERE flow_token = ?",
+                                 (seconds, token))
+
+
+def test_an_expired_token_gets_427(custom):
+    """FORM_SESSION_HOURS (24 by default) after its first saved step a token is no longer valid."""
+    form, token = FormClient(custom, TEST_NAME), FormClient.token()
+    steps = valid_steps()
+    walk_test_flow(form, token, steps, until="IT_CONFIRM")
+    age(custom, token, 25 * 3600)
+    status, answer = form.send(token, "data_exchange", "IT_CONFIRM", steps["IT_CONFIRM"])
+    assert status == 427 and answer.get("error_msg"), answer
+    assert form.send(token, "INIT")[0] == 427
+    assert stored_rows(custom, token) == []
+    # A token 23 hours old is still served.
+    fresh = FormClient.token()
+    walk_test_flow(form, fresh, steps, until="IT_CONFIRM")
+    age(custom, fresh, 23 * 3600)
+    success_params(form.ok(fresh, "data_exchange", "IT_CONFIRM", steps["IT_CONFIRM"]))
+
+
+def test_purge_removes_submitted_values_and_the_token_stays_refused(custom, binary):
+    form, token = FormClient(custom, TEST_NAME), FormClient.token()
+    steps = valid_steps()
+    steps["IT_PROFILE"]["name"] = "Purgeable Person " + secrets.token_hex(3)
+    params = success_params(walk_test_flow(form, token, steps))
+    recent = FormClient.token()
+    recent_params = success_params(walk_test_flow(form, recent, valid_steps()))
+    age(custom, token, 100 * DAY)
+
+    dry = cli(binary, custom, "purge", "--days", "30", "--dry-run")
+    assert dry.returncode == 0 and "form_submissions" in dry.stdout, dry
+    assert submission_of(custom, TEST_NAME, token) is not None
+    done = cli(binary, custom, "purge", "--days", "30")
+    assert done.returncode == 0, done
+    purged = {line.split()[0]: line.split()[-1] for line in done.stdout.splitlines()[1:] if line.split()}
+    assert purged.get("form_submissions") == "1", done.stdout
+    assert steps["IT_PROFILE"]["name"] not in done.stdout + done.stderr
+
+    # The values are gone from the read API and from every table; the recent submission is untouched.
+    left = submission_of(custom, TEST_NAME, token)
+    assert left is None or not left["values"], left
+    with sqlite3.connect(custom.workdir / "flows.db") as conn:
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for row in conn.execute(f"SELECT * FROM \"{table}\"").fetchall():
+                assert steps["IT_PROFILE"]["name"] not in json.dumps(row, default=str), (table, row)
+    assert submission_of(custom, TEST_NAME, recent)["id"] == recent_params["submission_id"]
+    # The old token still gets 427, never a new start, and nothing is stored again.
+    for action, screen, data in [("INIT", "", {}), ("data_exchange", "IT_CONFIRM", steps["IT_CONFIRM"]),
+                                 ("data_exchange", "IT_PROFILE", steps["IT_PROFILE"])]:
+        assert form.send(token, action, screen, data)[0] == 427, (action, screen)
+    left = submission_of(custom, TEST_NAME, token)
+    assert left is None or (not left["values"] and str(left["id"]) == str(params["submission_id"])), left
+
+
+# --------------------------------------------------------------------------------------------------------
+# Webhook confirmation, statistics, metrics, the read API's parameters
+# --------------------------------------------------------------------------------------------------------
+
+
+def nfm_reply(params: dict, message_id: str) -> bytes:
+    """The webhook WhatsApp sends when the user finishes a flow: its response_json carries the SUCCESS params."""
+    message = {"from": "15550004321", "id": message_id, "timestamp": "1795435200", "type": "interactive",
+               "interactive": {"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+                                                                  "response_json": json.dumps(params)}}}
+    return json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp", "messages": [message]}}]}]}).encode()
+
+
+def stats(dep: Deployment) -> dict:
+    r = dep.request("GET", "/stats", headers=[("Authorization", "Bearer " + API_TOKEN)])
+    assert r.status == 200, r
+    return json.loads(r.body)
+
+
+def test_nfm_reply_confirms_the_submission(custom):
+    form, token = FormClient(custom, TEST_NAME), FormClient.token()
+    params = success_params(walk_test_flow(form, token, valid_steps()))
+    before = stats(custom)["flows"][TEST_NAME]
+    assert before["completed"] >= 1, before
+    body = nfm_reply(params, "wamid.form-" + secrets.token_hex(6))
+    for _ in range(2):  # redelivered: confirmed once
+        r = custom.post_signed("/webhook", body)
+        assert r.status == 200, (r, custom.logs())
+    after = stats(custom)["flows"][TEST_NAME]
+    assert after["confirmed"] == before["confirmed"] + 1, (before, after)
+    assert after["completed"] == before["completed"], (before, after)
+    with sqlite3.connect(custom.workdir / "flows.db") as conn:
+        confirmed = conn.execute("SELECT confirmed_at FROM form_submissions WHERE flow_token = ?",
+                                 (token,)).fetchone()
+    assert confirmed is not None and confirmed[0], confirmed
+    # A token no flow holds is stored as a message and confirms nothing.
+    other = nfm_reply({"flow_token": FormClient.token(), "flow": TEST_NAME}, "wamid.form-" + secrets.token_hex(6))
+    assert custom.post_signed("/webhook", other).status == 200
+    assert stats(custom)["flows"][TEST_NAME]["confirmed"] == after["confirmed"]
+
+
+def test_stats_and_metrics_list_every_flow(shipped, custom):
+    form, token = FormClient(shipped, "budget"), FormClient.token()
+    form.ok(token, "INIT")
+    form.next(token, "BUDGET_BASICS", {"period": "weekly", "currency": "EUR", "categories": ["other"]},
+              "BUDGET_LIMITS")
+    listed = stats(shipped)["flows"]
+    assert set(listed) == set(CATALOG) | set(CODED), listed
+    for name in CATALOG:
+        assert set(listed[name]) >= {"started", "completed", "confirmed"}, listed[name]
+    assert listed["budget"]["started"] >= 1, listed["budget"]
+    assert set(stats(custom)["flows"]) == {TEST_NAME} | set(CODED)
+
+    r = shipped.request("GET", "/metrics", headers=[("Authorization", "Bearer " + API_TOKEN)])
+    assert r.status == 200, r
+    gauges = [line for line in r.text.splitlines()
+              if line and not line.startswith("#") and not line.startswith(("flows_request", "flows_signature",
+                                                                             "flows_decryption", "flows_sqlite"))]
+    for name in CATALOG:
+        assert any(f'flow="{name}"' in line for line in gauges), (name, gauges)
+
+
+def test_the_submissions_read_api(custom):
+    form = FormClient(custom, TEST_NAME)
+    tokens = [FormClient.token() for _ in range(3)]
+    for token in tokens:
+        success_params(walk_test_flow(form, token, valid_steps()))
+    auth = [("Authorization", "Bearer " + API_TOKEN)]
+    assert custom.request("GET", f"/submissions?flow={TEST_NAME}").status == 401
+    everything = submissions(custom, f"flow={TEST_NAME}&limit=100")
+    assert everything["total"] >= 3 and everything["limit"] == 100 and everything["offset"] == 0, everything
+    ids = [s["id"] for s in everything["data"]]
+    assert len(ids) == len(set(ids)) == min(everything["total"], 100)
+    assert all(s["flow"] == TEST_NAME for s in everything["data"])
+    # Newest first, paged with limit and offset.
+    newest = [s["flow_token"] for s in everything["data"][:3]]
+    assert newest == tokens[::-1], newest
+    page = submissions(custom, f"flow={TEST_NAME}&limit=1&offset=1")
+    assert [s["id"] for s in page["data"]] == ids[1:2] and page["total"] == everything["total"], page
+    future = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=2)).date().isoformat()
+    assert submissions(custom, f"flow={TEST_NAME}&since={future}")["data"] == []
+    assert submissions(custom, f"flow={TEST_NAME}&since=2020-01-01")["total"] == everything["total"]
+    for query in (f"flow={TEST_NAME}&limit=0", f"flow={TEST_NAME}&since=yesterday", f"flow={TEST_NAME}&x=1",
+                  "flow=no-such-flow", ""):
+        r = custom.request("GET", "/submissions?" + query, headers=auth)
+        assert r.status in (400, 404), (query, r)
+
+
+# --------------------------------------------------------------------------------------------------------
+# A broken Flow JSON stops startup with its file and pointer; check reports it
+# --------------------------------------------------------------------------------------------------------
+
+BROKEN_FLOW = copy.deepcopy(TEST_FLOW)
+BROKEN_FLOW["screens"][0]["layout"]["children"][0]["max-chars"] = -1
+BROKEN_POINTER = "/screens/0/layout/children/0/max-chars"
+
+
+def startup(binary: Path, config: Path, workdir: Path) -> tuple[int, str]:
+    """``flows-fcgi --listen`` with ``config``, expected to stop at once: its exit status and what it said (stderr,
+    stdout and the log file)."""
+    sock = workdir / "own.sock"
+    try:
+        result = subprocess.run([str(binary), "--config", str(config), "--listen", f"unix:{sock}"],
+                                env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=10)
+    except subprocess.TimeoutExpired:  # run() has killed it
+        pytest.fail("the responder started serving instead of stopping")
+    log = workdir / "responder.log"
+    assert not sock.exists(), "it listened"
+    return result.returncode, result.stderr + result.stdout + (log.read_text() if log.exists() else "")
+
+
+def check_problems(binary: Path, config: Path, file: str) -> list[str]:
+    """The lines of ``flows-fcgi check`` naming ``file``."""
+    checked = subprocess.run([str(binary), "check", "--config", str(config)], env=clean_env(),
+                             capture_output=True, text=True, timeout=30)
+    lines = [line for line in (checked.stdout + checked.stderr).splitlines() if file in line]
+    assert checked.returncode != 0 or not lines, checked
+    return lines
+
+
+def test_a_broken_flow_json_stops_startup_with_its_file_and_pointer(binary, keys, app_secret, tmp_path):
+    folder = write_flows_dir(tmp_path / "flows", BROKEN_FLOW, TEST_RULES, name="it-broken")
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, FLOWS_DIR=str(folder))
+    status, said = startup(binary, config, tmp_path)
+    assert status == 78, said
+    assert re.search(rf"it-broken\.json:? ?{re.escape(BROKEN_POINTER)}", said), said
+    assert any(BROKEN_POINTER in line and "PROBLEM" in line for line in check_problems(binary, config,
+                                                                                         "it-broken.json"))
+
+    # A sidecar without its flow is an error too.
+    shutil.copy(folder / "it-broken.rules.json", folder / "it-orphan.rules.json")
+    (folder / "it-broken.json").write_text(json.dumps(TEST_FLOW))
+    status, said = startup(binary, config, tmp_path)
+    assert status == 78 and "it-orphan.rules.json" in said, said
+    assert check_problems(binary, config, "it-orphan.rules.json")
+    # Fixed: check finds nothing wrong with the flows.
+    (folder / "it-orphan.rules.json").unlink()
+    assert not [line for line in check_problems(binary, config, "it-broken") if "PROBLEM" in line]
+
+
+def test_a_broken_sidecar_stops_startup_with_its_pointer(binary, keys, app_secret, tmp_path):
+    rules = copy.deepcopy(TEST_RULES)
+    rules["routes"]["IT_CHOICES"][0]["next"] = "IT_PROFILE"  # not an edge of IT_CHOICES
+    folder = write_flows_dir(tmp_path / "flows", TEST_FLOW, rules, name="it-sidecar")
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, FLOWS_DIR=str(folder))
+    status, said = startup(binary, config, tmp_path)
+    assert status == 78, said
+    assert "it-sidecar.rules.json" in said and "/routes/IT_CHOICES/0/next" in said, said
