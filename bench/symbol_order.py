@@ -40,7 +40,7 @@ def drive(sock: str, keys, secret: str, rounds: int) -> None:
         token = f"profile-{r}"
         client.ok(token, "ping")
         fields = client.journey_to_summary(token, lambda dates: dates[-1]["id"], lambda times: times[r % len(times)]["id"])
-        client.ok(token, "BACK", "SUMMARY")
+        client.ok(token, "BACK", "APPOINTMENT")
         client.ok(token, "data_exchange", "SUMMARY", fields)
         client.send(token, "ping")
         client.send(token, "data_exchange", "SUMMARY", fields)  # a retried confirm
