@@ -167,6 +167,15 @@ def wait_for_accept(pid: int, before: set[str], timeout: float = 10.0) -> set[st
     return wait_until(lambda: socket_inodes(pid) - before, timeout, f"process {pid} to accept a connection")
 
 
+def serving_pids(log: Path, since: int, screen: str) -> set[int]:
+    """The processes that logged a request on ``screen`` after byte ``since`` of the log (the access line's id is
+    ``<pid>-<n>`` when the web server sends no X-Request-ID)."""
+    with open(log, "rb") as f:
+        f.seek(since)
+        text = f.read().decode("utf-8", "replace")
+    return {int(m.group(1)) for m in re.finditer(rf"request id=(\d+)-\d+ .*screen={screen} ", text)}
+
+
 def tail(path: Path | str, limit: int = 4000) -> str:
     try:
         with open(path, "rb") as f:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import re
 import signal
 import socket
 import sqlite3
@@ -34,6 +33,7 @@ from conftest import (
     children_of,
     clean_env,
     parse_cgi_output,
+    serving_pids,
     start_listen,
     tail,
     wait_for_listener,
@@ -187,15 +187,6 @@ def success_params(answer: dict) -> dict | None:
     if answer.get("screen") != "SUCCESS":
         return None
     return answer["data"]["extension_message_response"]["params"]
-
-
-def serving_pids(log: Path, since: int, screen: str) -> set[int]:
-    """The processes that logged a request on ``screen`` after byte ``since`` of the log (the access line's id is
-    ``<pid>-<n>`` when the web server sends no X-Request-ID)."""
-    with open(log, "rb") as f:
-        f.seek(since)
-        text = f.read().decode("utf-8", "replace")
-    return {int(m.group(1)) for m in re.finditer(rf"request id=(\d+)-\d+ .*screen={screen} ", text)}
 
 
 def bookings(db: Path) -> list[tuple]:

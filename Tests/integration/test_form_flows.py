@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 
 import flowjson
-from conftest import (Deployment, HttpResponse, Processes, clean_env, http_request, make_deployment, sign,
-                      write_config)
+from conftest import (Deployment, HttpResponse, Processes, clean_env, http_request, make_deployment, serving_pids,
+                      sign, write_config)
 
 API_TOKEN = "api-" + secrets.token_hex(16)
 CATALOG = ("feedback", "calendar-preferences", "schedule", "budget")
@@ -545,15 +545,6 @@ def stored_rows(dep: Deployment, token: str) -> list[tuple]:
     with sqlite3.connect(dep.workdir / "flows.db") as conn:
         return conn.execute("SELECT id, flow, values_json FROM form_submissions WHERE flow_token = ?",
                             (token,)).fetchall()
-
-
-def serving_pids(log: Path, since: int, screen: str) -> set[int]:
-    """The processes that logged a request on ``screen`` after byte ``since`` of the log (the access line's id is
-    ``<pid>-<n>`` when the web server sends no X-Request-ID)."""
-    with open(log, "rb") as f:
-        f.seek(since)
-        text = f.read().decode("utf-8", "replace")
-    return {int(m.group(1)) for m in re.finditer(rf"request id=(\d+)-\d+ .*screen={screen} ", text)}
 
 
 def test_racing_final_submits_store_one_submission(custom):
