@@ -622,6 +622,13 @@ struct FormCompileErrorTests {
                                      {"next": "THANKS"}]}}
             """), "/routes/FEEDBACK/0/when/field", "email is not collected by the time FEEDBACK submits",
              file: "test.rules.json")
+        // A route back to an earlier screen is reported, not followed (it used to recurse until the stack ran out).
+        only(problems(survey, sidecar: """
+            {"routes": {"FEEDBACK": [{"when": {"field": "follow_up", "equals": "yes"}, "next": "CONTACT"},
+                                     {"next": "THANKS"}],
+                        "CONTACT": [{"next": "FEEDBACK"}]}}
+            """), "/routes/CONTACT/0/next", "CONTACT -> FEEDBACK is not an edge of routing_model",
+             file: "test.rules.json")
     }
 
     @Test func sidecarProblems() {

@@ -150,7 +150,9 @@ struct FormCompiler {
             let nextPointer = jsonPointer(itemPointer, "next")
             guard let next = screen(object["next"], at: nextPointer) else { continue }
             if !document.edges[s].contains(next) {
+                // Left out: a route back to an earlier screen would make the path checks go round in circles.
                 sidecarProblem(nextPointer, "\(id) -> \(document.screens[next].id) is not an edge of routing_model")
+                continue
             }
             var condition: FormCondition?
             if let when = object["when"] {
