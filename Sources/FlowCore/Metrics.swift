@@ -321,8 +321,16 @@ enum MetricsText {
                 }
             }
         }
-        for (name, help, value) in tables {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
+        // A gauge's series may carry labels (`flows_submissions_total{flow="budget"}`): HELP and TYPE name its family,
+        // once, followed by every series of the family.
+        var written = Set<Substring>()
+        for (name, help, _) in tables {
+            let family = name.prefix { $0 != "{" }
+            guard written.insert(family).inserted else { continue }
+            out += "# HELP \(family) \(help)\n# TYPE \(family) gauge\n"
+            for (series, _, value) in tables where series.prefix(while: { $0 != "{" }) == family {
+                out += "\(series) \(value)\n"
+            }
         }
         return out
     }

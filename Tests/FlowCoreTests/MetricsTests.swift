@@ -150,6 +150,22 @@ func samples(_ text: String) -> [String: Double] {
         #expect(lines.contains("flows_request_duration_seconds_count{flow=\"x\"} 5"))
     }
 
+    @Test func gaugeSeriesWithLabelsShareTheirFamilysHelpAndType() {
+        let text = MetricsText.render([:], tables: [
+            ("flows_submissions_total{flow=\"a\"}", "Submissions.", 2), ("flows_bookings_total", "Bookings.", 5),
+            ("flows_submissions_total{flow=\"b\"}", "Submissions.", 0),
+        ])
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(!lines.contains { $0.hasPrefix("#") && $0.contains("{") })
+        let start = lines.firstIndex(of: "# HELP flows_submissions_total Submissions.")
+        #expect(start.map { Array(lines[$0...].prefix(4)) } == [
+            "# HELP flows_submissions_total Submissions.", "# TYPE flows_submissions_total gauge",
+            "flows_submissions_total{flow=\"a\"} 2", "flows_submissions_total{flow=\"b\"} 0",
+        ])
+        #expect(lines.filter { $0.hasPrefix("# TYPE flows_submissions_total") }.count == 1)
+        #expect(lines.contains("flows_bookings_total 5"))
+    }
+
     @Test func labelValuesAreEscaped() {
         #expect(MetricsText.escape("plain") == "plain")
         #expect(MetricsText.escape("a\"b\\c\nd") == "a\\\"b\\\\c\\nd")
