@@ -231,13 +231,13 @@ def check_read_back(binary: Path, dep: Deployment, name: str, token: str, params
     assert isinstance(stored["created_at"], (int, str)) and stored["created_at"], stored
     for key, value in sent.items():
         assert stored["values"].get(key) == value, (key, stored["values"])
-    rows = [row for row in csv_rows(binary, dep, name) if token in row.values()]
+    rows = [row for row in csv_rows(binary, dep, name) if row.get("flow_token") == token]
     assert len(rows) == 1, rows
-    cells = list(rows[0].values())
-    assert str(params["submission_id"]) in cells, rows[0]
-    for value in sent.values():
-        if isinstance(value, str) and value:
-            assert any(value in cell for cell in cells), (value, rows[0])
+    assert rows[0]["id"] == str(params["submission_id"]) and rows[0]["created_at"] == stored["created_at"], rows[0]
+    for key, value in sent.items():
+        cell = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        # A cell starting with = + - @ gets a leading ' (spreadsheet formula guard).
+        assert rows[0][key] in (cell, "'" + cell), (key, rows[0])
     return stored
 
 
@@ -651,8 +651,9 @@ def test_purge_removes_submitted_values_and_the_token_stays_refused(custom, bina
     assert submission_of(custom, TEST_NAME, token) is not None
     done = cli(binary, custom, "purge", "--days", "30")
     assert done.returncode == 0, done
-    purged = {line.split()[0]: line.split()[-1] for line in done.stdout.splitlines()[1:] if line.split()}
-    assert purged.get("form_submissions") == "1", done.stdout
+    lines = [line.split() for line in done.stdout.splitlines() if line.startswith("  form_")]
+    assert [(words[0], words[-1]) for words in lines if TEST_NAME in words] == [
+        ("form_submissions", "1"), ("form_sessions", "1")], done.stdout
     assert steps["IT_PROFILE"]["name"] not in done.stdout + done.stderr
 
     # The values are gone from the read API and from every table; the recent submission is untouched.
@@ -707,6 +708,7 @@ def test_nfm_reply_confirms_the_submission(custom):
         confirmed = conn.execute("SELECT confirmed_at FROM form_submissions WHERE flow_token = ?",
                                  (token,)).fetchone()
     assert confirmed is not None and confirmed[0], confirmed
+    assert submission_of(custom, TEST_NAME, token)["confirmed"] is True
     # A token no flow holds is stored as a message and confirms nothing.
     other = nfm_reply({"flow_token": FormClient.token(), "flow": TEST_NAME}, "wamid.form-" + secrets.token_hex(6))
     assert custom.post_signed("/webhook", other).status == 200
@@ -727,11 +729,37 @@ def test_stats_and_metrics_list_every_flow(shipped, custom):
 
     r = shipped.request("GET", "/metrics", headers=[("Authorization", "Bearer " + API_TOKEN)])
     assert r.status == 200, r
-    gauges = [line for line in r.text.splitlines()
-              if line and not line.startswith("#") and not line.startswith(("flows_request", "flows_signature",
-                                                                             "flows_decryption", "flows_sqlite"))]
+    samples = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
     for name in CATALOG:
-        assert any(f'flow="{name}"' in line for line in gauges), (name, gauges)
+        assert samples[f'flows_submissions_total{{flow="{name}"}}'] == len(
+            submissions(shipped, f"flow={name}&limit=100")["data"]), name
+    assert exposition_problems(r.text) == [], r.text
+
+
+def exposition_problems(text: str) -> list[str]:
+    """Where ``text`` breaks the Prometheus text format (0.0.4) as its parser reads it: HELP and TYPE name a metric
+    family (no labels), once each, before the family's samples, which stand together."""
+    problems, typed, current = [], set(), None
+    name = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+    for line in text.splitlines():
+        if line.startswith(("# HELP ", "# TYPE ")):
+            family = line.split(" ")[2]
+            if not name.fullmatch(family):
+                problems.append(f"{line[:7]}names {family}, not a metric family")
+            elif line.startswith("# TYPE "):
+                if family in typed:
+                    problems.append(f"a second TYPE line for {family}")
+                typed.add(family)
+                current = family
+        elif line and not line.startswith("#"):
+            family = re.sub(r"_(bucket|sum|count)$", "", name.match(line).group(0))
+            if family != current and name.match(line).group(0) != current:
+                problems.append(f"{line}: its family {family} is not the one typed last ({current})")
+    return problems
 
 
 def test_the_submissions_read_api(custom):
