@@ -206,7 +206,12 @@ def submissions(dep: Deployment, query: str) -> dict:
 
 
 def submission_of(dep: Deployment, name: str, token: str) -> dict | None:
-    found = [s for s in submissions(dep, f"flow={name}&limit=100")["data"] if s["flow_token"] == token]
+    """The submission of ``token`` in ``/submissions?flow=name``, paged through; None when there is none."""
+    found, offset, total = [], 0, 1
+    while offset < total:
+        page = submissions(dep, f"flow={name}&limit=100&offset={offset}")
+        found += [s for s in page["data"] if s["flow_token"] == token]
+        offset, total = offset + 100, page["total"]
     assert len(found) <= 1, found
     return found[0] if found else None
 
