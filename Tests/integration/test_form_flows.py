@@ -707,10 +707,14 @@ def test_nfm_reply_confirms_the_submission(custom):
     params = success_params(walk_test_flow(form, token, valid_steps()))
     before = stats(custom)["flows"][TEST_NAME]
     assert before["completed"] >= 1, before
-    body = nfm_reply(params, "wamid.form-" + secrets.token_hex(6))
-    for _ in range(2):  # redelivered: confirmed once
+    message_id = "wamid.form-" + secrets.token_hex(6)
+    body = nfm_reply(params, message_id)
+    for _ in range(2):  # redelivered: stored and confirmed once
         r = custom.post_signed("/webhook", body)
         assert r.status == 200, (r, custom.logs())
+    r = custom.request("GET", "/messages?from=15550004321&limit=100",
+                       headers=[("Authorization", "Bearer " + API_TOKEN)])
+    assert r.status == 200 and [m["id"] for m in json.loads(r.body)["data"]].count(message_id) == 1, r
     after = stats(custom)["flows"][TEST_NAME]
     assert after["confirmed"] == before["confirmed"] + 1, (before, after)
     assert after["completed"] == before["completed"], (before, after)
