@@ -776,7 +776,7 @@ def exposition_problems(text: str) -> list[str]:
     return problems
 
 
-def test_the_submissions_read_api(custom):
+def test_the_submissions_read_api(custom, binary):
     form = FormClient(custom, TEST_NAME)
     tokens = [FormClient.token() for _ in range(3)]
     for token in tokens:
@@ -799,7 +799,15 @@ def test_the_submissions_read_api(custom):
     for query in (f"flow={TEST_NAME}&limit=0", f"flow={TEST_NAME}&since=yesterday", f"flow={TEST_NAME}&x=1",
                   "flow=no-such-flow", ""):
         r = custom.request("GET", "/submissions?" + query, headers=auth)
-        assert r.status in (400, 404), (query, r)
+        assert r.status == 400, (query, r)
+    # The command line: the same listing, the same limits, an unknown flow named.
+    listed = cli(binary, custom, "submissions", "--flow", TEST_NAME, "--limit", "3")
+    assert listed.returncode == 0, listed
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == [str(i) for i in ids[:3]], listed.stdout
+    for args, named in [(("--flow", "no-such-flow"), "no-such-flow"), ((), "--flow"),
+                        (("--flow", TEST_NAME, "--limit", "0"), "--limit")]:
+        refused = cli(binary, custom, "submissions", *args)
+        assert refused.returncode == 2 and named in refused.stderr, (args, refused)
 
 
 # --------------------------------------------------------------------------------------------------------
