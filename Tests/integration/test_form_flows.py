@@ -803,7 +803,8 @@ def test_the_submissions_read_api(custom, binary):
     # The command line: the same listing, the same limits, an unknown flow named.
     listed = cli(binary, custom, "submissions", "--flow", TEST_NAME, "--limit", "3")
     assert listed.returncode == 0, listed
-    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == [str(i) for i in ids[:3]], listed.stdout
+    listed_ids = [line.split()[0] for line in listed.stdout.splitlines() if line[:1].isdigit()]
+    assert listed_ids == [str(i) for i in ids[:3]], listed.stdout
     for args, named in [(("--flow", "no-such-flow"), "no-such-flow"), ((), "--flow"),
                         (("--flow", TEST_NAME, "--limit", "0"), "--limit")]:
         refused = cli(binary, custom, "submissions", *args)
