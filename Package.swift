@@ -12,11 +12,13 @@ let package = Package(
     products: [
         .executable(name: "flows-fcgi", targets: ["flows-fcgi"]),
         .library(name: "FlowCore", targets: ["FlowCore"]),
+        .library(name: "FlowStorePostgres", targets: ["FlowStorePostgres"]),
     ],
     targets: [
         .systemLibrary(name: "CFlowsFastCGI", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CFlowsOpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CFlowsSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CFlowsPostgres", providers: [.apt(["libpq-dev"])]),
         // Header only: atomic operations on the memory-mapped metrics files.
         .systemLibrary(name: "CFlowsAtomics"),
         .target(
@@ -27,6 +29,18 @@ let package = Package(
         .executableTarget(
             name: "flows-fcgi",
             dependencies: ["FlowCore", "CFlowsFastCGI"],
+            swiftSettings: swiftSettings
+        ),
+        // PostgreSQL through libpq (issue 18). Not a dependency of the executable yet: libpq and what it loads
+        // (libssl, GSSAPI, LDAP) would cost every serving process startup time and memory before it is used.
+        .target(
+            name: "FlowStorePostgres",
+            dependencies: ["CFlowsPostgres"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FlowStorePostgresTests",
+            dependencies: ["FlowStorePostgres"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
