@@ -31,8 +31,9 @@ let package = Package(
             dependencies: ["FlowCore", "CFlowsFastCGI"],
             swiftSettings: swiftSettings
         ),
-        // PostgreSQL through libpq (issue 18). Not a dependency of the executable yet: libpq and what it loads
-        // (libssl, GSSAPI, LDAP) would cost every serving process startup time and memory before it is used.
+        // PostgreSQL through libpq (issue 18). libpq is loaded with dlopen on the first connection (see
+        // Sources/CFlowsPostgres/shim.h), never linked: depending on this target adds no NEEDED entry. The
+        // executable does not depend on it yet.
         .target(
             name: "FlowStorePostgres",
             dependencies: ["CFlowsPostgres"],

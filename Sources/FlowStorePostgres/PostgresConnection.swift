@@ -15,6 +15,7 @@ import Musl
 /// it never reconnects (the transaction is gone): the call fails with `.connectionLost` and the whole transaction
 /// must be retried or answered 503.
 public final class PostgresConnection {
+    private let pq: cflows_pq
     private var handle: OpaquePointer?
     private var statements: [String: PostgresStatement] = [:]
     private var settings: [(String, String)] = []
@@ -36,6 +37,7 @@ public final class PostgresConnection {
     /// seconds (default `defaultConnectTimeoutSeconds`) in all, however many hosts the URI lists.
     public init(url: String, passwordFile: String? = nil) throws(PostgresError) {
         maskedURL = PostgresURL.masked(url)
+        pq = try LibPQ.load()
         var parameters = try PostgresURL.parameters(url)
         if let passwordFile {
             guard !parameters.contains(where: { $0.0 == "password" }) else {
@@ -50,15 +52,15 @@ public final class PostgresConnection {
         let seconds = parameters.last(where: { $0.0 == "connect_timeout" }).flatMap { Int($0.1) }
             ?? PostgresConnection.defaultConnectTimeoutSeconds
         connectTimeoutMilliseconds = Int64(max(seconds, 1)) * 1000
-        handle = PostgresConnection.start(parameters)
+        handle = PostgresConnection.start(pq, parameters)
         guard let handle else {
             throw PostgresError(.other, message: "out of memory", context: "connecting to \(maskedURL)")
         }
         // Errors while connecting then carry the server's SQLSTATE in their text (there is no field for them).
-        PQsetErrorVerbosity(handle, PQERRORS_VERBOSE)
+        _ = pq.PQsetErrorVerbosity(handle, PQERRORS_VERBOSE)
         // libpq prints the server's notices (WARNING, NOTICE: "terminating connection due to immediate shutdown")
         // to stderr, which nginx and lighttpd log as errors: dropped. Errors still arrive as errors.
-        PQsetNoticeProcessor(handle, { _, _ in }, nil)
+        _ = pq.PQsetNoticeProcessor(handle, { _, _ in }, nil)
         do throws(PostgresError) {
             try finishConnecting(resetting: false, context: "connecting to \(maskedURL)")
         } catch {
@@ -71,17 +73,17 @@ public final class PostgresConnection {
 
     /// Closes the connection; later calls fail with `.other` ("closed").
     public func close() {
-        if let handle { PQfinish(handle) }
+        if let handle { pq.PQfinish(handle) }
         handle = nil
     }
 
     /// True while the connection is usable as far as libpq knows (`PQstatus` is `CONNECTION_OK`); it learns of a
     /// server that went away only on the next call.
-    public var isConnected: Bool { handle.map { PQstatus($0) == CONNECTION_OK } ?? false }
+    public var isConnected: Bool { handle.map { pq.PQstatus($0) == CONNECTION_OK } ?? false }
 
     // MARK: - Connecting
 
-    private static func start(_ parameters: [(String, String)]) -> OpaquePointer? {
+    private static func start(_ pq: cflows_pq, _ parameters: [(String, String)]) -> OpaquePointer? {
         let keywords = parameters.map { strdup($0.0) }
         let values = parameters.map { strdup($0.1) }
         defer {
@@ -94,7 +96,7 @@ public final class PostgresConnection {
         }
         let keywordArray: [UnsafePointer<CChar>?] = keywords.map { UnsafePointer($0) } + [nil]
         let valueArray: [UnsafePointer<CChar>?] = values.map { UnsafePointer($0) } + [nil]
-        return PQconnectStartParams(keywordArray, valueArray, 0)
+        return pq.PQconnectStartParams(keywordArray, valueArray, 0)
     }
 
     /// Drives `PQconnectPoll` (or `PQresetPoll`) to the end, waiting on the socket at most the connect timeout.
@@ -102,7 +104,7 @@ public final class PostgresConnection {
         guard let handle else { throw closedError(context) }
         let deadline = monotonicMilliseconds() + connectTimeoutMilliseconds
         var state = PGRES_POLLING_WRITING
-        if PQstatus(handle) == CONNECTION_BAD { state = PGRES_POLLING_FAILED }
+        if pq.PQstatus(handle) == CONNECTION_BAD { state = PGRES_POLLING_FAILED }
         while true {
             if state == PGRES_POLLING_OK { return }
             if state == PGRES_POLLING_FAILED { throw connectionFailure(context) }
@@ -112,12 +114,12 @@ public final class PostgresConnection {
                     + "(connect_timeout)", context: context)
             }
             let events = Int16(state == PGRES_POLLING_READING ? POLLIN : POLLOUT)
-            var descriptor = pollfd(fd: PQsocket(handle), events: events, revents: 0)
+            var descriptor = pollfd(fd: pq.PQsocket(handle), events: events, revents: 0)
             let ready = poll(&descriptor, 1, Int32(min(left, 60_000)))
             if ready < 0, errno != EINTR {
                 throw PostgresError(.unreachable, message: String(cString: strerror(errno)), context: context)
             }
-            if ready > 0 { state = resetting ? PQresetPoll(handle) : PQconnectPoll(handle) }
+            if ready > 0 { state = resetting ? pq.PQresetPoll(handle) : pq.PQconnectPoll(handle) }
         }
     }
 
@@ -125,13 +127,13 @@ public final class PostgresConnection {
     /// answered and refused) or by its absence (no server answered).
     private func connectionFailure(_ context: String) -> PostgresError {
         guard let handle else { return closedError(context) }
-        let (sqlState, message) = PostgresConnection.parseVerbose(String(cString: PQerrorMessage(handle)))
+        let (sqlState, message) = PostgresConnection.parseVerbose(cText(pq.PQerrorMessage(handle)))
         if let sqlState {
             let kind = PostgresError.kind(sqlState: sqlState)
             return PostgresError(kind == .connectionLost ? .unreachable : kind, sqlState: sqlState, message: message,
                                  context: context)
         }
-        if PQconnectionNeedsPassword(handle) == 1 {
+        if pq.PQconnectionNeedsPassword(handle) == 1 {
             return PostgresError(.rejected, message: message + " (the server wants a password: give it in the URI, "
                 + "a password file or PGPASSFILE)", context: context)
         }
@@ -166,7 +168,7 @@ public final class PostgresConnection {
         let context = "reconnecting to \(maskedURL)"
         guard let handle else { throw closedError(context) }
         inTransaction = false
-        guard PQresetStart(handle) == 1 else { throw connectionFailure(context) }
+        guard pq.PQresetStart(handle) == 1 else { throw connectionFailure(context) }
         try finishConnecting(resetting: true, context: context)
         for (name, value) in settings { try execute("SET \(name) = \(value)") }
         for statement in statements.values { try prepareOnServer(statement) }
@@ -174,7 +176,7 @@ public final class PostgresConnection {
 
     /// Outside a transaction: reconnects first when libpq knows the connection is broken.
     private func reconnectIfBroken() throws(PostgresError) {
-        guard !inTransaction, let handle, PQstatus(handle) == CONNECTION_BAD else { return }
+        guard !inTransaction, let handle, pq.PQstatus(handle) == CONNECTION_BAD else { return }
         try reset()
     }
 
@@ -213,7 +215,7 @@ public final class PostgresConnection {
     private func prepareOnServer(_ statement: PostgresStatement) throws(PostgresError) {
         let context = "preparing '\(statement.name)'"
         guard let handle else { throw closedError(context) }
-        PQclear(try check(PQprepare(handle, statement.name, statement.sql, 0, nil), context))
+        pq.PQclear(try check(pq.PQprepare(handle, statement.name, statement.sql, 0, nil), context))
     }
 
     /// Runs the prepared `statement` with `parameters` (for `$1`, `$2`, ...) and returns its rows (none for a
@@ -253,11 +255,11 @@ public final class PostgresConnection {
             let values: [UnsafePointer<CChar>?] = offsets.map { offset in
                 offset.map { UnsafeRawPointer(bytes.baseAddress! + $0).assumingMemoryBound(to: CChar.self) }
             }
-            return PQexecPrepared(handle, statement.name, Int32(values.count), values, nil, nil, 0)
+            return pq.PQexecPrepared(handle, statement.name, Int32(values.count), values, nil, nil, 0)
         }
         let checked = try check(result, context)
-        defer { PQclear(checked) }
-        return PostgresConnection.rows(checked)
+        defer { pq.PQclear(checked) }
+        return PostgresConnection.rows(pq, checked)
     }
 
     /// Runs `sql` with the simple query protocol (no parameters; several statements separated by `;` allowed, as in
@@ -267,9 +269,9 @@ public final class PostgresConnection {
         let context = "running '\(PostgresConnection.summary(sql))'"
         try reconnectIfBroken()
         guard let handle else { throw closedError(context) }
-        let result = try check(PQexec(handle, sql), context)
-        defer { PQclear(result) }
-        return PostgresConnection.rows(result)
+        let result = try check(pq.PQexec(handle, sql), context)
+        defer { pq.PQclear(result) }
+        return PostgresConnection.rows(pq, result)
     }
 
     // MARK: - Transactions
@@ -303,7 +305,7 @@ public final class PostgresConnection {
         inTransaction = true
         do throws(PostgresError) {
             let value = try body()
-            if let handle, PQtransactionStatus(handle) == PQTRANS_INERROR {
+            if let handle, pq.PQtransactionStatus(handle) == PQTRANS_INERROR {
                 throw PostgresError(.other, message: "a statement failed inside the transaction",
                                     context: "committing")
             }
@@ -311,7 +313,7 @@ public final class PostgresConnection {
             inTransaction = false
             return value
         } catch {
-            if let handle, PQstatus(handle) == CONNECTION_OK { _ = try? execute("ROLLBACK") }
+            if let handle, pq.PQstatus(handle) == CONNECTION_OK { _ = try? execute("ROLLBACK") }
             inTransaction = false
             throw error
         }
@@ -322,28 +324,28 @@ public final class PostgresConnection {
     /// The result when it succeeded; otherwise it is freed and its error thrown.
     private func check(_ result: OpaquePointer?, _ context: String) throws(PostgresError) -> OpaquePointer {
         guard let result else {
-            let message = handle.map { PostgresURL.oneLine(String(cString: PQerrorMessage($0))) } ?? "closed"
-            let lost = handle.map { PQstatus($0) == CONNECTION_BAD } ?? true
+            let message = handle.map { PostgresURL.oneLine(cText(pq.PQerrorMessage($0))) } ?? "closed"
+            let lost = handle.map { pq.PQstatus($0) == CONNECTION_BAD } ?? true
             throw PostgresError(lost ? .connectionLost : .other, message: message, context: context)
         }
-        switch PQresultStatus(result) {
+        switch pq.PQresultStatus(result) {
         case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
             return result
         default:
             let error = failure(result, context)
-            PQclear(result)
+            pq.PQclear(result)
             throw error
         }
     }
 
     private func failure(_ result: OpaquePointer, _ context: String) -> PostgresError {
         func field(_ code: UInt8) -> String? {
-            PQresultErrorField(result, Int32(code)).map { String(cString: $0) }
+            pq.PQresultErrorField(result, Int32(code)).map { String(cString: $0) }
         }
         guard let sqlState = field(UInt8(ascii: "C")) else {
             // Made by libpq itself: the connection broke (or another client-side failure).
-            let message = PostgresURL.oneLine(String(cString: PQresultErrorMessage(result)))
-            let lost = handle.map { PQstatus($0) == CONNECTION_BAD } ?? true
+            let message = PostgresURL.oneLine(cText(pq.PQresultErrorMessage(result)))
+            let lost = handle.map { pq.PQstatus($0) == CONNECTION_BAD } ?? true
             return PostgresError(lost ? .connectionLost : .other, message: message, context: context)
         }
         var message = field(UInt8(ascii: "M")) ?? "error"
@@ -353,7 +355,7 @@ public final class PostgresConnection {
             message = String(message[..<quote.lowerBound])
         }
         var kind = PostgresError.kind(sqlState: sqlState)
-        if kind == .other, let handle, PQstatus(handle) == CONNECTION_BAD { kind = .connectionLost }
+        if kind == .other, let handle, pq.PQstatus(handle) == CONNECTION_BAD { kind = .connectionLost }
         return PostgresError(kind, sqlState: sqlState, message: PostgresURL.oneLine(message),
                              constraint: field(UInt8(ascii: "n")), context: context)
     }
@@ -362,23 +364,23 @@ public final class PostgresConnection {
         PostgresError(.other, message: "the connection is closed", context: context)
     }
 
-    private static func rows(_ result: OpaquePointer) -> [[PostgresValue]] {
-        let count = PQntuples(result)
-        let columns = PQnfields(result)
+    private static func rows(_ pq: cflows_pq, _ result: OpaquePointer) -> [[PostgresValue]] {
+        let count = pq.PQntuples(result)
+        let columns = pq.PQnfields(result)
         guard count > 0, columns > 0 else { return [] }
-        let types = (0..<columns).map { PQftype(result, $0) }
+        let types = (0..<columns).map { pq.PQftype(result, $0) }
         var rows: [[PostgresValue]] = []
         rows.reserveCapacity(Int(count))
         for row in 0..<count {
             var values: [PostgresValue] = []
             values.reserveCapacity(Int(columns))
             for column in 0..<columns {
-                if PQgetisnull(result, row, column) == 1 {
+                if pq.PQgetisnull(result, row, column) == 1 {
                     values.append(.null)
                     continue
                 }
-                let bytes = UnsafeRawBufferPointer(start: PQgetvalue(result, row, column),
-                                                   count: Int(PQgetlength(result, row, column)))
+                let bytes = UnsafeRawBufferPointer(start: pq.PQgetvalue(result, row, column),
+                                                   count: Int(pq.PQgetlength(result, row, column)))
                 values.append(value(bytes, type: types[Int(column)]))
             }
             rows.append(values)
@@ -423,6 +425,11 @@ public final class PostgresConnection {
     private static func summary(_ sql: String) -> String {
         sql.split(whereSeparator: { $0 == " " || $0 == "\n" }).prefix(4).joined(separator: " ")
     }
+}
+
+/// A C string libpq returned, empty when there is none.
+private func cText(_ text: UnsafeMutablePointer<CChar>?) -> String {
+    text.map { String(cString: $0) } ?? ""
 }
 
 private func monotonicMilliseconds() -> Int64 {

@@ -78,17 +78,18 @@ public enum PostgresURL {
     /// `key=value` form), as `(keyword, value)` pairs, without libpq's environment defaults. A malformed URI is
     /// `.invalidConfiguration`, its message with the URI masked.
     public static func parameters(_ url: String) throws(PostgresError) -> [(String, String)] {
+        let pq = try LibPQ.load()
         var message: UnsafeMutablePointer<CChar>?
-        guard let options = PQconninfoParse(url, &message) else {
+        guard let options = pq.PQconninfoParse(url, &message) else {
             var text = message.map { String(cString: $0) } ?? "out of memory"
-            if let message { PQfreemem(message) }
+            if let message { pq.PQfreemem(message) }
             // libpq quotes the URI (or a part of it) in its messages: never let the password through.
             text = text.replacing(url, with: masked(url))
             for secret in passwordCandidates(url) where !secret.isEmpty { text = text.replacing(secret, with: hiddenMark) }
             throw PostgresError(.invalidConfiguration, message: oneLine(text),
                                 context: "reading the connection URI \(masked(url))")
         }
-        defer { PQconninfoFree(options) }
+        defer { pq.PQconninfoFree(options) }
         var pairs: [(String, String)] = []
         var option = options
         while let keyword = option.pointee.keyword {
