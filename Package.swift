@@ -37,6 +37,7 @@ let package = Package(
         .target(
             name: "FlowStorePostgres",
             dependencies: ["CFlowsPostgres"],
+            exclude: ["DESIGN.md"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

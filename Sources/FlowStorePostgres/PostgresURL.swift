@@ -12,7 +12,8 @@ public enum PostgresURL {
     public static let hiddenMark = "***"
 
     /// `url` with its password replaced by `***`, safe for logs, errors and `check`: the password of the user
-    /// info (`postgresql://user:***@host/db`) and any `password=` parameter (URI query or `key=value` form).
+    /// info (`postgresql://user:***@host/db`) and the value of any `password=` or `sslpassword=` parameter (URI
+    /// query or `key=value` form).
     ///
     /// The user info is taken to end at the last `@`, so a password holding `@`, `/` or `?` is hidden whole; a `@`
     /// further on (in a query value) only hides more than needed.
@@ -27,11 +28,11 @@ public enum PostgresURL {
         var result = ""
         var rest = Substring(out)
         while let found = rest.firstRange(of: "password=") {
-            let before = rest[..<found.lowerBound]
-            let boundary = before.last.map { $0 == "?" || $0 == "&" || $0 == " " } ?? true
+            let before = result + rest[..<found.lowerBound]
+            let key = before.reversed().prefix { $0 != "?" && $0 != "&" && $0 != " " }
             result += rest[..<found.upperBound]
             rest = rest[found.upperBound...]
-            guard boundary else { continue }
+            guard key.isEmpty || String(key.reversed()).lowercased() == "ssl" else { continue }
             let end = rest.firstIndex { $0 == "&" || $0 == " " || $0 == "#" } ?? rest.endIndex
             result += hiddenMark
             rest = rest[end...]
@@ -85,7 +86,9 @@ public enum PostgresURL {
             if let message { pq.PQfreemem(message) }
             // libpq quotes the URI (or a part of it) in its messages: never let the password through.
             text = text.replacing(url, with: masked(url))
-            for secret in passwordCandidates(url) where !secret.isEmpty { text = text.replacing(secret, with: hiddenMark) }
+            for secret in passwordCandidates(url) where !secret.isEmpty {
+                text = text.replacing(secret, with: hiddenMark)
+            }
             throw PostgresError(.invalidConfiguration, message: oneLine(text),
                                 context: "reading the connection URI \(masked(url))")
         }
@@ -122,7 +125,9 @@ public enum PostgresURL {
         var bytes: [UInt8] = []
         var utf8 = text.utf8.makeIterator()
         while let byte = utf8.next() {
-            if byte == UInt8(ascii: "%"), let high = utf8.next().flatMap(hexValue), let low = utf8.next().flatMap(hexValue) {
+            if byte == UInt8(ascii: "%"), let high = utf8.next().flatMap(hexValue),
+                let low = utf8.next().flatMap(hexValue)
+            {
                 bytes.append(high << 4 | low)
             } else {
                 bytes.append(byte)

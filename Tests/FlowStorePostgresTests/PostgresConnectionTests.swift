@@ -70,7 +70,9 @@ struct PostgresConnectionTests {
     @Test func wrongPasswordIsRejectedWithoutShowingIt() throws {
         let server = try SharedPostgres.get()
         let canary = "canary-Pw-7f3a"
-        let error = caught { _ = try PostgresConnection(url: "postgresql://flows:\(canary)@127.0.0.1:\(server.port)/flows") }
+        let error = caught {
+            _ = try PostgresConnection(url: "postgresql://flows:\(canary)@127.0.0.1:\(server.port)/flows")
+        }
         let failure = try #require(error)
         #expect(failure.kind == .rejected)
         #expect(failure.sqlState == "28P01")
@@ -82,7 +84,9 @@ struct PostgresConnectionTests {
         let noPassword = caught { _ = try PostgresConnection(url: "postgresql://flows@127.0.0.1:\(server.port)/flows") }
         #expect(noPassword?.kind == .rejected)
 
-        let noDatabase = caught { _ = try PostgresConnection(url: "postgresql://flows:\(server.password)@127.0.0.1:\(server.port)/nope") }
+        let noDatabase = caught {
+            _ = try PostgresConnection(url: "postgresql://flows:\(server.password)@127.0.0.1:\(server.port)/nope")
+        }
         #expect(noDatabase?.kind == .rejected)
         #expect(noDatabase?.sqlState == "3D000")
     }
@@ -93,7 +97,9 @@ struct PostgresConnectionTests {
         let probe = try PostgresTestServer()
         let port = probe.port
         probe.destroy()
-        let error = caught { _ = try PostgresConnection(url: "postgresql://flows:\(server.password)@127.0.0.1:\(port)/flows") }
+        let error = caught {
+            _ = try PostgresConnection(url: "postgresql://flows:\(server.password)@127.0.0.1:\(port)/flows")
+        }
         #expect(error?.kind == .unreachable)
         #expect(error?.outcome == .unavailable)
         #expect(error.map { !"\($0)".contains(server.password) } == true)
@@ -110,7 +116,8 @@ struct PostgresConnectionTests {
         let server = try SharedPostgres.get()
         let connection = try PostgresConnection(url: server.url)
         try connection.execute("CREATE TABLE typed (id bigserial PRIMARY KEY, n bigint, x float8, t text, b boolean)")
-        let insert = try connection.prepare("insert_typed", "INSERT INTO typed (n, x, t, b) VALUES ($1, $2, $3, $4) RETURNING id")
+        let insert = try connection.prepare(
+            "insert_typed", "INSERT INTO typed (n, x, t, b) VALUES ($1, $2, $3, $4) RETURNING id")
         #expect(try connection.prepare("insert_typed", insert.sql) == insert)
         #expect(caught { _ = try connection.prepare("insert_typed", "SELECT 1") }?.kind == .other)
         let values: [[PostgresValue]] = [
@@ -226,7 +233,10 @@ struct PostgresConnectionTests {
             == "postgresql://flows@db/flows?password=***&application_name=a")
         #expect(PostgresURL.masked("host=db password=s3cret dbname=flows") == "host=db password=*** dbname=flows")
         #expect(PostgresURL.masked("postgresql://db:5432/flows") == "postgresql://db:5432/flows")
-        #expect(PostgresURL.masked("postgresql://flows@db/flows?sslpassword=x") == "postgresql://flows@db/flows?sslpassword=x")
+        #expect(PostgresURL.masked("postgresql://flows@db/flows?sslpassword=x&sslmode=verify-full")
+            == "postgresql://flows@db/flows?sslpassword=***&sslmode=verify-full")
+        #expect(PostgresURL.masked("postgresql://flows@db/flows?notapassword=x")
+            == "postgresql://flows@db/flows?notapassword=x")
     }
 
     @Test func verboseConnectionMessagesGiveTheirSQLSTATE() {

@@ -38,7 +38,9 @@ final class PostgresTestServer: Sendable {
         defer { closedir(folder) }
         var best: Int?
         while let entry = readdir(folder) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             if let version = Int(name), access("/usr/lib/postgresql/\(name)/bin/pg_ctl", X_OK) == 0,
                 version > best ?? 0
             {
