@@ -94,9 +94,7 @@ struct PostgresConnectionTests {
     @Test func nobodyListeningIsUnreachable() throws {
         // A port just found free, with nothing listening on it.
         let server = try SharedPostgres.get()
-        let probe = try PostgresTestServer()
-        let port = probe.port
-        probe.destroy()
+        let port = try PostgresTestServer.freePort()
         let error = caught {
             _ = try PostgresConnection(url: "postgresql://flows:\(server.password)@127.0.0.1:\(port)/flows")
         }

@@ -54,7 +54,8 @@ final class PostgresTestServer: Sendable {
     /// fails the tests loudly instead of skipping them.
     static var canStart: Bool {
         if let ci = getenv("CI"), String(cString: ci) == "true" { return true }
-        return binaries != nil && (getuid() != 0 || getpwnam("postgres") != nil)
+        guard let binaries, access(binaries + "/pg_ctl", X_OK) == 0 else { return false }
+        return getuid() != 0 || getpwnam("postgres") != nil
     }
 
     /// Creates and starts a new server.
@@ -64,14 +65,24 @@ final class PostgresTestServer: Sendable {
                 + "or set PG_BINDIR)")
         }
         self.binaries = binaries
+        port = try PostgresTestServer.freePort()
+        password = "flows-" + String(UInt64.random(in: .min ... .max), radix: 36)
+        superPassword = "super-" + String(UInt64.random(in: .min ... .max), radix: 36)
         var template = Array("/tmp/flows-pg-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
             throw TestServerError(description: "mkdtemp: \(String(cString: strerror(errno)))")
         }
         directory = String(cString: made)
-        port = try PostgresTestServer.freePort()
-        password = "flows-" + String(UInt64.random(in: .min ... .max), radix: 36)
-        superPassword = "super-" + String(UInt64.random(in: .min ... .max), radix: 36)
+        do throws(TestServerError) {
+            try create()
+        } catch {
+            destroy()
+            throw error
+        }
+    }
+
+    /// initdb, start, the role and the database.
+    private func create() throws(TestServerError) {
         mkdir(directory + "/socket", 0o700)
         try PostgresTestServer.write(directory + "/superpassword", superPassword + "\n")
         if getuid() == 0 {
@@ -150,7 +161,8 @@ final class PostgresTestServer: Sendable {
         return ((status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f), output)
     }
 
-    private static func freePort() throws(TestServerError) -> Int {
+    /// A TCP port of 127.0.0.1 nothing listens on (free when asked).
+    static func freePort() throws(TestServerError) -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
