@@ -70,3 +70,14 @@ def test_script_prints_a_url_and_cleans_up_at_end_of_input():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_flows_fcgi_does_not_link_libpq():
+    """libpq is loaded with dlopen by FlowStorePostgres, never linked: a NEEDED entry would cost every responder
+    process about 4 MiB and 4 ms at startup, PostgreSQL configured or not (Sources/FlowStorePostgres/DESIGN.md)."""
+    from conftest import BINARY
+
+    needed = subprocess.run(["readelf", "-d", str(BINARY)], capture_output=True, text=True, check=True).stdout
+    libraries = [line.split("[", 1)[1].rstrip("]") for line in needed.splitlines() if "(NEEDED)" in line]
+    assert libraries, needed
+    assert not [name for name in libraries if "libpq" in name or "ldap" in name or "krb5" in name], libraries
