@@ -12,11 +12,13 @@ let package = Package(
     products: [
         .executable(name: "flows-fcgi", targets: ["flows-fcgi"]),
         .library(name: "FlowCore", targets: ["FlowCore"]),
+        .library(name: "FlowStorePostgres", targets: ["FlowStorePostgres"]),
     ],
     targets: [
         .systemLibrary(name: "CFlowsFastCGI", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CFlowsOpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CFlowsSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CFlowsPostgres", providers: [.apt(["libpq-dev"])]),
         // Header only: atomic operations on the memory-mapped metrics files.
         .systemLibrary(name: "CFlowsAtomics"),
         .target(
@@ -27,6 +29,20 @@ let package = Package(
         .executableTarget(
             name: "flows-fcgi",
             dependencies: ["FlowCore", "CFlowsFastCGI"],
+            swiftSettings: swiftSettings
+        ),
+        // PostgreSQL through libpq (issue 18). libpq is loaded with dlopen on the first connection (see
+        // Sources/CFlowsPostgres/shim.h), never linked: depending on this target adds no NEEDED entry. The
+        // executable does not depend on it yet.
+        .target(
+            name: "FlowStorePostgres",
+            dependencies: ["CFlowsPostgres"],
+            exclude: ["DESIGN.md"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FlowStorePostgresTests",
+            dependencies: ["FlowStorePostgres"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
