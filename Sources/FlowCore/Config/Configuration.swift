@@ -147,7 +147,7 @@ public struct Configuration: Sendable {
             try add(try factory.make(settings))
         }
         if loadFormFlows {
-            let forms = try FormFlows.load(settings, coded: Set(factories.map(\.name)), warnings: &self.warnings)
+            let forms = try FormFlows.load(settings, coded: Set((FlowRegistry.all + factories).map(\.name)), warnings: &self.warnings)
             try add(forms: forms)
         }
     }
@@ -207,7 +207,9 @@ public struct Configuration: Sendable {
 
     /// The migrations of every flow, in registration order, then the webhook tables'.
     public var migrations: [Migration] {
-        servedFlows.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations
+        var seen: Set<String> = []
+        return (servedFlows.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations)
+            .filter { seen.insert($0.id).inserted }  // the form flows' shared tables once
     }
 }
 
