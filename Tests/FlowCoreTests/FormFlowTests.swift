@@ -255,6 +255,47 @@ let surveyFlowJSON = """
         #expect(try h.count("SELECT count(*) FROM form_submissions") == 1)
     }
 
+    @Test func aTerminalScreenThatCompletesOnThePhoneIsStoredWhenShown() throws {
+        // CONFIRM ends with `complete` (the endpoint never hears of it): ASK's submit stores the submission.
+        let json = surveyFlowJSON.replacing(#""name": "data_exchange", "payload": {}"#,
+                                            with: #""name": "complete", "payload": {}"#)
+        let h = try FormHarness(folder: Self.folder(["survey.json": json]))
+        try h.call("survey", "INIT", token: "tok-shown")
+        let ask: [String: JSONValue] = ["nickname": "Cy", "email": "cy@example.com"]
+        let shown = try h.step("survey", "ASK", ask, token: "tok-shown", shows: "CONFIRM")
+        #expect(shown["nickname"] == "Cy")
+        #expect(try h.count("SELECT count(*) FROM form_submissions WHERE flow_token = 'tok-shown'") == 1)
+        #expect(try h.step("survey", "ASK", ask, token: "tok-shown", shows: "CONFIRM") == shown)  // a retry
+        #expect(try h.count("SELECT count(*) FROM form_submissions") == 1)
+        let changed = try h.call("survey", "data_exchange", screen: "ASK",
+                                 data: ["nickname": "Di", "email": "cy@example.com"], token: "tok-shown")
+        #expect(changed.status == 427)
+    }
+
+    @Test func theSubmissionsCommandListsAndExportsCSV() throws {
+        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]))
+        try h.call("survey", "INIT", token: "tok-csv")
+        try h.step("survey", "ASK", ["nickname": "=1+2", "email": "e@example.com"], token: "tok-csv",
+                   shows: "CONFIRM")
+        let id = try h.submit("survey", "CONFIRM", token: "tok-csv")["submission_id"]?.text ?? "?"
+        let command = FormSubmissions.command(flows: ["survey"])
+        func run(_ arguments: [String]) throws -> FlowCommand.Outcome? {
+            guard let work = try command.parse(arguments).1 else { return nil }
+            return try work(h.database, appointmentMonday)
+        }
+        let csv = try run(["--flow", "survey", "--csv"])
+        #expect(csv == .done("id,created_at,flow_token,email,nickname\r\n"
+            + "\(id),\(ISOTime.format(appointmentMonday)),tok-csv,e@example.com,'=1+2\r\n"))
+        guard case .done(let listing)? = try run(["--flow=survey", "--limit", "5"]) else {
+            Issue.record("no listing")
+            return
+        }
+        #expect(listing.contains(#"{"email":"e@example.com","nickname":"=1+2"}"#), "\(listing)")
+        for arguments in [[], ["--flow", "nope"], ["--flow", "survey", "--limit", "0"], ["--flow", "survey", "x"]] {
+            #expect(throws: CommandArguments.Problem.self, "\(arguments)") { try run(arguments) }
+        }
+    }
+
     @Test func anExpiredTokenGets427() throws {
         let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]))
         try started(h, token: "tok-old")

@@ -158,7 +158,9 @@ public struct Configuration: Sendable {
         let names = servedFlows.compactMap { ($0 as? FormFlow)?.name }
         guard !names.isEmpty else { return }
         let resource = FormSubmissions.resource(flows: names)
-        guard !ReadResource.corePaths.contains(resource.path) else { return }
+        if let taken = readResources[resource.path], taken.parameters != resource.parameters {
+            throw ConfigError("the read API path '\(resource.path)' of the form flows is already taken by a coded flow")
+        }
         readResources[resource.path] = resource
     }
 

@@ -9,13 +9,14 @@ extension FormFlow {
     }
 
     /// Submissions created before `before` lose their values (a tombstone keeps their token getting 427), sessions
-    /// created before `sessionsBefore` go, each leaving a tombstone (see `FormStore.purge`).
+    /// created before `sessionsBefore` go, each leaving a tombstone (see `FormStore.purge`), dated by the cutoff
+    /// (`Flow.purge` is not given the time).
     public func purge(database: Database, before: Int64, sessionsBefore: Int64, dryRun: Bool)
         throws(DatabaseError) -> [(String, Int)]
     {
         guard try Retention.hasTable(database, "form_tombstones") else { return [] }
         return try FormStore.purge(database: database, flow: name, before: before, sessionsBefore: sessionsBefore,
-                                   now: before, dryRun: dryRun)
+                                   stamp: before, dryRun: dryRun)
     }
 
     /// Marks this flow's submission of `token`, if any, confirmed.

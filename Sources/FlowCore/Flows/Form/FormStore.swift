@@ -150,14 +150,15 @@ public enum FormStore {
     /// Purges `flow`'s personal data in one write transaction (rolled back when `dryRun`): submissions created
     /// before `before` lose their values and token (`purged:<id>`; id, flow and dates stay), sessions created
     /// before `sessionsBefore` are deleted; each purged token leaves a tombstone (SHA-256) so it keeps getting 427.
-    static func purge(database: Database, flow: String, before: Int64, sessionsBefore: Int64, now: Int64,
+    /// `stamp` dates the purge (`purged_at`, the tombstones' `created_at`).
+    static func purge(database: Database, flow: String, before: Int64, sessionsBefore: Int64, stamp: Int64,
                       dryRun: Bool) throws(DatabaseError) -> [(String, Int)] {
         try database.writeTransaction(commit: !dryRun) { () throws(DatabaseError) -> [(String, Int)] in
             func tombstone(_ token: String?) throws(DatabaseError) {
                 try database.query("""
                     INSERT INTO form_tombstones (flow, token_sha256, created_at) VALUES (?1, ?2, ?3)
                     ON CONFLICT DO NOTHING
-                    """, [.text(flow), .text(Retention.tokenDigest(token ?? "")), .integer(now)])
+                    """, [.text(flow), .text(Retention.tokenDigest(token ?? "")), .integer(stamp)])
             }
             let submissions = try database.query("""
                 SELECT flow_token FROM form_submissions WHERE flow = ?1 AND created_at < ?2 AND purged_at IS NULL
@@ -167,7 +168,7 @@ public enum FormStore {
                 UPDATE form_submissions SET values_json = NULL, submitted_json = NULL, answer_json = NULL,
                     flow_token = 'purged:' || id, purged_at = ?3
                 WHERE flow = ?1 AND created_at < ?2 AND purged_at IS NULL
-                """, [.text(flow), .integer(before), .integer(now)])
+                """, [.text(flow), .integer(before), .integer(stamp)])
             let sessions = try database.query(
                 "SELECT flow_token FROM form_sessions WHERE flow = ?1 AND created_at < ?2",
                 [.text(flow), .integer(sessionsBefore)])

@@ -62,8 +62,9 @@ public enum FormSubmissions {
             return { database, _ in
                 if csv { return .done(try FormSubmissions.csv(database: database, flow: flow)) }
                 let page = try FormStore.list(database: database, flow: flow, limit: limit, offset: offset).page
-                let rows = page.map { [String($0.id), ISOTime.format($0.createdAt), JSONValue.object($0.values).text] }
-                return .done(FlowCommand.table([["id", "created_at", "values"]] + rows, csv: false))
+                // One line each, the values whole (a table would cut them at 40 characters).
+                let lines = page.map { "\($0.id)  \(ISOTime.format($0.createdAt))  \(JSONValue.object($0.values).text)\n" }
+                return .done(lines.isEmpty ? "(none)\n" : lines.joined())
             }
         }
     }
