@@ -147,7 +147,8 @@ public struct Configuration: Sendable {
             try add(try factory.make(settings))
         }
         if loadFormFlows {
-            let forms = try FormFlows.load(settings, coded: Set((FlowRegistry.all + factories).map(\.name)), warnings: &self.warnings)
+            let coded = Set((FlowRegistry.all + factories).map(\.name))
+            let forms = try FormFlows.load(settings, coded: coded, warnings: &self.warnings)
             try add(forms: forms)
         }
     }

@@ -180,7 +180,8 @@ public protocol Flow: Sendable {
     func callbackFlowName(token: String, database: Database) throws(DatabaseError) -> String?
     /// Started, completed and confirmed sessions, for the read API's statistics: by default counted in
     /// `sessionTable`; `nil` leaves the flow out.
-    func sessionCounts(database: Database) throws(DatabaseError) -> (started: Int64, completed: Int64, confirmed: Int64)?
+    func sessionCounts(database: Database)
+        throws(DatabaseError) -> (started: Int64, completed: Int64, confirmed: Int64)?
     /// The read API resources this flow adds (e.g. `GET .../bookings`), behind `API_TOKEN`.
     var readResources: [ReadResource] { get }
     /// The gauges this flow adds to `.../metrics` (e.g. `flows_bookings_total`).

@@ -63,7 +63,9 @@ public enum FormSubmissions {
                 if csv { return .done(try FormSubmissions.csv(database: database, flow: flow)) }
                 let page = try FormStore.list(database: database, flow: flow, limit: limit, offset: offset).page
                 // One line each, the values whole (a table would cut them at 40 characters).
-                let lines = page.map { "\($0.id)  \(ISOTime.format($0.createdAt))  \(JSONValue.object($0.values).text)\n" }
+                let lines = page.map { s in
+                    "\(s.id)  \(ISOTime.format(s.createdAt))  \(JSONValue.object(s.values).text)\n"
+                }
                 return .done(lines.isEmpty ? "(none)\n" : lines.joined())
             }
         }
