@@ -321,8 +321,18 @@ enum MetricsText {
                 }
             }
         }
-        for (name, help, value) in tables {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
+        // A labelled gauge (`flows_submissions_total{flow="x"}`) is one family: described once, its series together.
+        var families: [Substring] = []
+        var series: [Substring: [(String, String, Int64)]] = [:]
+        for table in tables {
+            let family = table.0.prefix { $0 != "{" }
+            if series[family] == nil { families.append(family) }
+            series[family, default: []].append(table)
+        }
+        for family in families {
+            let members = series[family] ?? []
+            out += "# HELP \(family) \(members.first?.1 ?? "")\n# TYPE \(family) gauge\n"
+            for (name, _, value) in members { out += "\(name) \(value)\n" }
         }
         return out
     }
