@@ -7,7 +7,7 @@ Why: the static Swift standard library puts about 5.5 MB of code in the binary. 
 3.5-4 MiB of it resident in every process. Laid out together, the same functions fit in a fraction of that.
 
 How: runs the release binary under valgrind's callgrind (names not demangled) on a unix socket, sends the
-requests a serving process sees (ping, appointment and expense journeys, webhooks, health, read API, errors),
+requests a serving process sees (ping, appointment, expense and feedback journeys, webhooks, health, read API, errors),
 stops it with SIGTERM, and lists every function of the binary that ran, hottest first. Regenerate after a
 toolchain change or a large code change: `bench/symbol-order`. A stale list only costs memory, never
 correctness (lld skips names it does not find).
@@ -49,6 +49,12 @@ def drive(sock: str, keys, secret: str, rounds: int) -> None:
                       expense.submit(f"e-{r}", "x", "travel")):
             context = crypto.encrypt(clear)
             FastCGIPost(sock, "/flows/expense", context.body, sign(secret, context.body)).send()
+        for screen, data in (("", {}), ("FEEDBACK_RATING", {"rating": "5", "comments": ""}),
+                             ("FEEDBACK_FOLLOW_UP", {"follow_up": "no"}), ("FEEDBACK_THANKS", {})):
+            clear = {"version": "3.0", "action": "data_exchange" if screen else "INIT", "screen": screen,
+                     "data": data, "flow_token": f"f-{r}"}
+            context = crypto.encrypt(clear)
+            FastCGIPost(sock, "/flows/feedback", context.body, sign(secret, context.body)).send()
         webhook = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
             "field": "messages", "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": "1"},
                                            "messages": [{"from": "441234", "id": f"wamid.{r}", "timestamp": "1",

@@ -321,16 +321,18 @@ enum MetricsText {
                 }
             }
         }
-        // A gauge's series may carry labels (`flows_submissions_total{flow="budget"}`): HELP and TYPE name its family,
-        // once, followed by every series of the family.
-        var written = Set<Substring>()
-        for (name, help, _) in tables {
-            let family = name.prefix { $0 != "{" }
-            guard written.insert(family).inserted else { continue }
-            out += "# HELP \(family) \(help)\n# TYPE \(family) gauge\n"
-            for (series, _, value) in tables where series.prefix(while: { $0 != "{" }) == family {
-                out += "\(series) \(value)\n"
-            }
+        // A labelled gauge (`flows_submissions_total{flow="x"}`) is one family: described once, its series together.
+        var families: [Substring] = []
+        var series: [Substring: [(String, String, Int64)]] = [:]
+        for table in tables {
+            let family = table.0.prefix { $0 != "{" }
+            if series[family] == nil { families.append(family) }
+            series[family, default: []].append(table)
+        }
+        for family in families {
+            let members = series[family] ?? []
+            out += "# HELP \(family) \(members.first?.1 ?? "")\n# TYPE \(family) gauge\n"
+            for (name, _, value) in members { out += "\(name) \(value)\n" }
         }
         return out
     }

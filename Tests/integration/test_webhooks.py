@@ -78,7 +78,8 @@ def test_signed_delivery_stored_once_and_read_back(hooks: Deployment):
     stats = json.loads(hooks.request("GET", "/stats", headers=auth).body)
     assert stats["total_messages"] == 1
     assert stats["total_flow_alerts"] == 1
-    assert set(stats["flows"]) == {"appointment", "expense"}
+    # Every served flow: the coded ones and the shipped form flows (FLOWS_DIR defaults to flows/).
+    assert set(stats["flows"]) == {"appointment", "expense", "feedback", "calendar-preferences", "schedule", "budget"}
 
     log = (hooks.workdir / "responder.log").read_text()
     assert "ENDPOINT_LATENCY" in log

@@ -11,7 +11,7 @@ public struct Configuration: Sendable {
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
         "DATABASE_URL", "DATABASE_GROUP", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK",
         "DATABASE_BUSY_TIMEOUT_MS", "FLOWS_DIR",
-    ] + WebhookSettings.settingNames + Retention.settingNames + RuntimeSettings.settingNames
+    ] + WebhookSettings.settingNames + Retention.settingNames + RuntimeSettings.settingNames + FormFlow.settingNames
 
     /// Every setting name known to the core and the registered flows.
     public static var allSettingNames: Set<String> {
@@ -50,12 +50,17 @@ public struct Configuration: Sendable {
     public private(set) var servedFlows: [any Flow] = []
     /// The read API resources of the served flows, by path (`bookings`).
     public private(set) var readResources: [String: ReadResource] = [:]
-    /// Things worth telling the operator that do not stop startup (unknown setting names).
-    public let warnings: [String]
+    /// Things worth telling the operator that do not stop startup (unknown setting names, files ignored in
+    /// `FLOWS_DIR`).
+    public private(set) var warnings: [String]
 
-    /// Validates `settings`: loads every key, decodes secrets, checks limits, builds the flows.
-    /// - Throws: `ConfigError` naming the setting or file and the reason (never key material or secrets).
-    public init(settings: Settings, flows factories: [FlowFactory] = FlowRegistry.all) throws(ConfigError) {
+    /// Validates `settings`: loads every key, decodes secrets, checks limits, builds the flows: `factories`' coded
+    /// flows, then (`loadFormFlows`) every form flow of `FLOWS_DIR`, whose Flow JSON is checked with the coded
+    /// flows' (see `FormFlows`).
+    /// - Throws: `ConfigError` naming the setting or file and the reason (never key material or secrets); for Flow
+    ///   JSON, every problem as `file: /pointer: message`.
+    public init(settings: Settings, flows factories: [FlowFactory] = FlowRegistry.all,
+                loadFormFlows: Bool = true) throws(ConfigError) {
         var warnings: [String] = []
         let known = Configuration.allSettingNames.union(factories.flatMap(\.settingNames))
         for key in settings.fileKeys where !known.contains(key) {
@@ -141,6 +146,23 @@ public struct Configuration: Sendable {
         for factory in factories {
             try add(try factory.make(settings))
         }
+        if loadFormFlows {
+            let coded = Set((FlowRegistry.all + factories).map(\.name))
+            let forms = try FormFlows.load(settings, coded: coded, warnings: &self.warnings)
+            try add(forms: forms)
+        }
+    }
+
+    /// Serves the form flows `forms` (after the coded ones) and, when there is any, `GET .../submissions`.
+    public mutating func add(forms: [FormFlow]) throws(ConfigError) {
+        for flow in forms { try add(flow) }
+        let names = servedFlows.compactMap { ($0 as? FormFlow)?.name }
+        guard !names.isEmpty else { return }
+        let resource = FormSubmissions.resource(flows: names)
+        if let taken = readResources[resource.path], taken.parameters != resource.parameters {
+            throw ConfigError("the read API path '\(resource.path)' of the form flows is already taken by a coded flow")
+        }
+        readResources[resource.path] = resource
     }
 
     /// Serves `flow` too (after the registered ones): its name and read resources must be new.
@@ -188,7 +210,9 @@ public struct Configuration: Sendable {
 
     /// The migrations of every flow, in registration order, then the webhook tables'.
     public var migrations: [Migration] {
-        servedFlows.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations
+        var seen: Set<String> = []
+        return (servedFlows.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations)
+            .filter { seen.insert($0.id).inserted }  // the form flows' shared tables once
     }
 }
 

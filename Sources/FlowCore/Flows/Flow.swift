@@ -175,6 +175,13 @@ public protocol Flow: Sendable {
     /// Called in the webhook's write transaction when an `nfm_reply` first confirms `token` (whichever flow it
     /// belongs to: a flow ignores tokens it does not hold), e.g. to mark its submission confirmed.
     func confirmed(token: String, messageID: String, database: Database, now: Int64) throws(DatabaseError)
+    /// The name the callback of `token`'s `nfm_reply` carries as `flow` when this flow holds the token's completion
+    /// (a form flow's submission), else `nil`. Called in the webhook's write transaction, when forwarding.
+    func callbackFlowName(token: String, database: Database) throws(DatabaseError) -> String?
+    /// Started, completed and confirmed sessions, for the read API's statistics: by default counted in
+    /// `sessionTable`; `nil` leaves the flow out.
+    func sessionCounts(database: Database)
+        throws(DatabaseError) -> (started: Int64, completed: Int64, confirmed: Int64)?
     /// The read API resources this flow adds (e.g. `GET .../bookings`), behind `API_TOKEN`.
     var readResources: [ReadResource] { get }
     /// The gauges this flow adds to `.../metrics` (e.g. `flows_bookings_total`).
@@ -191,6 +198,15 @@ extension Flow {
         throws(DatabaseError) -> [(String, Int)] { [] }
     /// Nothing to mark: `webhook_confirmations` holds the confirmation.
     public func confirmed(token: String, messageID: String, database: Database, now: Int64) throws(DatabaseError) {}
+    /// The callback carries no flow name.
+    public func callbackFlowName(token: String, database: Database) throws(DatabaseError) -> String? { nil }
+    /// Counted in `sessionTable` (a `flow_token` and a 0/1 `completed` column), if any.
+    public func sessionCounts(database: Database)
+        throws(DatabaseError) -> (started: Int64, completed: Int64, confirmed: Int64)?
+    {
+        guard let sessionTable else { return nil }
+        return try WebhookStore.flowCounts(database: database, sessionTable: sessionTable)
+    }
     /// No read API resources.
     public var readResources: [ReadResource] { [] }
     /// No gauges.

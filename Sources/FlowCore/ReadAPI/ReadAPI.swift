@@ -67,11 +67,7 @@ extension Endpoint {
             arguments.append(.text(from))
             conditions.append("sender = ?\(arguments.count)")
         }
-        if let since = try parameters.text("since") {
-            guard let epoch = ISOTime.parse(since) else {
-                throw BadParameter("since must be an ISO 8601 time such as 2026-11-23 or 2026-11-23T12:00:00Z "
-                    + "(an offset's + written %2B in the query string)")
-            }
+        if let epoch = try parameters.time("since") {
             arguments.append(.integer(epoch))
             conditions.append("timestamp >= ?\(arguments.count)")
         }
@@ -123,8 +119,7 @@ extension Endpoint {
         let confirmations = try database.query("SELECT count(*) FROM webhook_confirmations").first?.first?.int ?? 0
         var flows: [String: JSONValue] = [:]
         for flow in configuration.servedFlows {
-            guard let table = flow.sessionTable else { continue }
-            let counts = try WebhookStore.flowCounts(database: database, sessionTable: table)
+            guard let counts = try flow.sessionCounts(database: database) else { continue }
             flows[flow.name] = ["started": .number(String(counts.started)),
                                 "completed": .number(String(counts.completed)),
                                 "confirmed": .number(String(counts.confirmed))]

@@ -91,6 +91,17 @@ public struct ReadParameters {
         return value
     }
 
+    /// The ISO 8601 time given for `name` (`2026-11-23`, `2026-11-23T12:00:00Z`) in seconds since the epoch, `nil`
+    /// when absent.
+    public func time(_ name: String) throws(BadParameter) -> Int64? {
+        guard let text = try text(name) else { return nil }
+        guard let epoch = ISOTime.parse(text) else {
+            throw BadParameter("\(name) must be an ISO 8601 time such as 2026-11-23 or 2026-11-23T12:00:00Z "
+                + "(an offset's + written %2B in the query string)")
+        }
+        return epoch
+    }
+
     /// `limit` (1-100, default 50) and `offset` (0 or more).
     public func page() throws(BadParameter) -> (limit: Int, offset: Int) {
         (try integer("limit", default: 50, range: ParameterRules.limit),

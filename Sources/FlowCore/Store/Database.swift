@@ -378,9 +378,10 @@ public final class Database {
         try writeTransaction { () throws(DatabaseError) in
             try execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                 + "(id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            // Re-read under the write lock: another process may have applied some meanwhile.
-            let current = Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
-            for migration in migrations where !current.contains(migration.id) {
+            // Re-read under the write lock: another process may have applied some meanwhile. A migration listed
+            // twice (the tables all form flows share) runs once.
+            var current = Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
+            for migration in migrations where current.insert(migration.id).inserted {
                 try execute(migration.sql)
                 try query("INSERT INTO schema_migrations (id, applied_at) VALUES (?1, strftime('%s','now'))",
                           [.text(migration.id)])

@@ -87,13 +87,17 @@ public enum CallbackOutbox {
         min(5 << Int64(min(attempts, 20)), 3600)
     }
 
-    /// Queues the completion of `message` (call inside the webhook's write transaction).
-    static func enqueue(_ message: WebhookMessage, token: String, database: Database, now: Int64) throws(DatabaseError) {
+    /// Queues the completion of `message` (call inside the webhook's write transaction); `flow` names the form flow
+    /// whose submission it confirms, if any.
+    static func enqueue(_ message: WebhookMessage, token: String, flow: String? = nil, database: Database,
+                        now: Int64) throws(DatabaseError) {
         let response = message.responseJSON.flatMap { try? JSONParser.parse($0) } ?? .null
-        let payload = JSONValue.object([
+        var fields: [String: JSONValue] = [
             "flow_token": .string(token), "message_id": .string(message.id), "from": .string(message.from),
             "timestamp": .number(String(message.timestamp)), "response": response,
-        ]).text
+        ]
+        if let flow { fields["flow"] = .string(flow) }
+        let payload = JSONValue.object(fields).text
         try database.query("""
             INSERT INTO webhook_outbox (flow_token, payload, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?3)
             ON CONFLICT (flow_token) DO NOTHING

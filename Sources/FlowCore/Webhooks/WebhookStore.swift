@@ -82,7 +82,13 @@ public enum WebhookStore {
                     for flow in flows {
                         try flow.confirmed(token: token, messageID: m.id, database: database, now: now)
                     }
-                    if forward { try CallbackOutbox.enqueue(m, token: token, database: database, now: now) }
+                    if forward {
+                        var flowName: String?
+                        for flow in flows where flowName == nil {
+                            flowName = try flow.callbackFlowName(token: token, database: database)
+                        }
+                        try CallbackOutbox.enqueue(m, token: token, flow: flowName, database: database, now: now)
+                    }
                 }
             }
             for s in batch.statuses {

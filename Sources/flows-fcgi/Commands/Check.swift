@@ -17,7 +17,8 @@ enum Check {
         each private key (file, size, public key fingerprint), the app secret (never shown) and the signature
         check, the database (opens, writable, WAL, migrations), file permissions (private keys, passphrase file
         and config file: 0600, or 0640 for the responder's group, never for others nor group-writable; the
-        database and its -wal and -shm: 0600, or 0640 in DATABASE_GROUP) and the log file.
+        database and its -wal and -shm: 0600, or 0640 in DATABASE_GROUP), the log file, and every Flow JSON of
+        FLOWS_DIR (each problem as file: /pointer: message; the responder does not start with one).
         Exit status: 0 when all is well, 1 when something is reported as PROBLEM, 78 when the configuration does
         not load at all (the reason is printed).
         """
@@ -43,11 +44,11 @@ enum Check {
         if let extra = parsed.positional.first { return parsed.usageError("unexpected argument \(extra)") }
         let configFile = parsed["--config"]
         let settings: Settings
-        let configuration: Configuration
+        var configuration: Configuration
         do {
             settings = try Settings(environment: currentEnvironment(), file: configFile,
                                     names: Configuration.allSettingNames)
-            configuration = try Configuration(settings: settings)
+            configuration = try Configuration(settings: settings, loadFormFlows: false)
         } catch {
             printError("configuration error: \(error.description)")
             return ExitStatus.config
@@ -56,6 +57,7 @@ enum Check {
         var report = Report()
         report.ok("configuration loads" + (configFile.map { " (\($0) and the environment)" } ?? " (environment)"))
         for warning in configuration.warnings { report.problem(warning) }
+        flows(settings, &configuration, &report)
         for key in configuration.keys {
             report.ok("private key \(key.source): RSA-\(key.bits), public key SHA-256 fingerprint "
                 + key.publicKeyFingerprint)
@@ -70,6 +72,26 @@ enum Check {
             : "\(report.problems) problem\(report.problems == 1 ? "" : "s") found\n"
         writeAll(1, Array(out.utf8))
         return report.problems == 0 ? 0 : 1
+    }
+
+    /// Every Flow JSON of `FLOWS_DIR`, as the responder loads it: each problem (`file: /pointer: message`) reported.
+    private static func flows(_ settings: Settings, _ configuration: inout Configuration, _ report: inout Report) {
+        var warnings: [String] = []
+        do {
+            guard let directory = try FormFlows.directory(settings, warnings: &warnings) else {
+                for warning in warnings { report.problem(warning) }
+                return
+            }
+            let loaded = try FormFlows.load(directory: directory, coded: Set(configuration.flowOrder),
+                                            sessionHours: try FormFlow.sessionHours(settings))
+            for warning in loaded.warnings { report.problem(warning) }
+            for problem in loaded.problems { report.problem(problem.description) }
+            try configuration.add(forms: loaded.flows)
+            report.ok("FLOWS_DIR \(directory): serving \(configuration.flowOrder.joined(separator: ", "))"
+                + (loaded.problems.isEmpty ? "" : " (the responder will not start until the problems are fixed)"))
+        } catch {
+            report.problem(error.description)
+        }
     }
 
     private static func secrets(_ settings: Settings, _ configuration: Configuration, _ report: inout Report) {

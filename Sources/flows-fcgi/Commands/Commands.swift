@@ -10,9 +10,8 @@ import Musl
 enum Command {
     /// Each command and what it does, in the order `--help` lists them: the registered flows' commands, then the
     /// core's.
-    static let summaries: [(name: String, summary: String)] = FlowRegistry.all.flatMap(\.commands).map {
-        ($0.name, $0.summary)
-    } + [
+    static let summaries: [(name: String, summary: String)] = (FlowRegistry.all.flatMap(\.commands)
+        + [FormSubmissions.command(flows: [])]).map { ($0.name, $0.summary) } + [
         ("purge", "remove personal data older than RETENTION_DAYS (or --days N); prints rows per table"),
         ("keygen", "write a new encrypted key pair to DIR and print the public key to upload"),
         ("check", "load the configuration as the responder would and report each problem (exit 0: all well)"),
@@ -32,6 +31,18 @@ enum Command {
         case "register-key": return RegisterKey.run(arguments)
         case "upload-flow": return UploadFlow.run(arguments)
         case "purge": return Purge.run(arguments)
+        case "submissions":
+            // The form flows it may list are those FLOWS_DIR serves: loaded before the arguments are checked.
+            let names: [String]
+            do {
+                let settings = try Settings(environment: currentEnvironment(), file: configFile(arguments),
+                                            names: Configuration.allSettingNames)
+                names = try servedFlows(settings).compactMap { ($0 as? FormFlow)?.name }
+            } catch {
+                printError("configuration error: \(error.description)")
+                return ExitStatus.config
+            }
+            return run(FormSubmissions.command(flows: names), arguments)
         default:
             guard let command = FlowCommand.find(name, in: FlowRegistry.all) else { return ExitStatus.usage }
             return run(command, arguments)
@@ -103,7 +114,19 @@ enum Command {
     /// The flows the responder would serve with `settings` (each validating its settings), in order: what the
     /// operator commands migrate and purge.
     static func servedFlows(_ settings: Settings) throws(ConfigError) -> [any Flow] {
-        try FlowRegistry.all.map { factory throws(ConfigError) in try factory.make(settings) }
+        let coded = try FlowRegistry.all.map { factory throws(ConfigError) in try factory.make(settings) }
+        var warnings: [String] = []
+        let forms = try FormFlows.load(settings, coded: Set(FlowRegistry.all.map(\.name)), warnings: &warnings)
+        return coded + forms
+    }
+
+    /// The value of `--config` in `arguments` (`--config FILE` or `--config=FILE`), read before they are checked.
+    static func configFile(_ arguments: [String]) -> String? {
+        for (i, argument) in arguments.enumerated() {
+            if argument.hasPrefix("--config=") { return String(argument.dropFirst("--config=".count)) }
+            if argument == "--config", i + 1 < arguments.count { return arguments[i + 1] }
+        }
+        return nil
     }
 
     private static func fail(_ message: String) -> Int32 {

@@ -51,8 +51,12 @@ enum Probe {
         } catch {
             return configurationFailure(error)
         }
+        // The flows this configuration serves, to name them (form flows too when FLOWS_DIR loads).
+        let served = (try? Settings(environment: currentEnvironment(), file: parsed["--config"],
+                                    names: Configuration.allSettingNames))
+            .flatMap { try? Command.servedFlows($0).map(\.name) } ?? FlowRegistry.all.map(\.name)
         return probe(parsed.positional[0], flow: parsed["--flow"], initialise: parsed.has("--init"), key: key,
-                     secret: secret)
+                     secret: secret, served: served)
     }
 
     /// Where the probe goes.
@@ -62,8 +66,7 @@ enum Probe {
     }
 
     private static func probe(_ address: String, flow: String?, initialise: Bool, key: PrivateKey,
-                              secret: [UInt8]) -> Int32 {
-        let served = FlowRegistry.all.map(\.name)
+                              secret: [UInt8], served: [String]) -> Int32 {
         var flowName = flow
         var target: Target
         var path: String
@@ -142,7 +145,7 @@ enum Probe {
         }
         writeAll(1, Array("HTTP \(answer.status)\n".utf8))
         guard answer.status == 200 else {
-            printError(explain(answer.status, flow: name, key: key))
+            printError(explain(answer.status, flow: name, key: key, served: served))
             let text = String(decoding: answer.body.prefix(300), as: UTF8.self)
             if !text.isEmpty { writeAll(2, Array("answer body: \(text)\n".utf8)) }
             return 1
@@ -161,7 +164,7 @@ enum Probe {
     private static func bracketed(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
 
     /// What an error status means and what to check.
-    static func explain(_ status: Int, flow: String, key: PrivateKey) -> String {
+    static func explain(_ status: Int, flow: String, key: PrivateKey, served: [String]) -> String {
         switch status {
         case 421:
             return "421: the endpoint could not decrypt the request. The public key the probe used (\(key.source), "
@@ -174,7 +177,7 @@ enum Probe {
             return "427: the flow token is no longer valid (completed flow or expired session)"
         case 404:
             return "404: nothing answers this path: the path must end in /flows/\(flow) with a flow the responder "
-                + "serves (\(FlowRegistry.all.map(\.name).joined(separator: ", "))), and the web server's location "
+                + "serves (\(served.joined(separator: ", "))), and the web server's location "
                 + "prefix must route to the responder"
         case 413:
             return "413: the request body is above MAX_BODY_BYTES or the web server's limit (client_max_body_size)"
