@@ -454,7 +454,12 @@ struct FormCompileErrorTests {
         only(problems(oneScreen("{\"type\": \"Dropdown\", \"name\": \"a\"}", payload: Self.sendA)),
              "/screens/0/layout/children/0/data-source", "is required: the options to choose from")
         only(problems(oneScreen("{\"type\": \"TextInput\", \"name\": \"a\", \"pattern\": \"[\"}", payload: Self.sendA)),
-             "/screens/0/layout/children/0/pattern", "is not a valid regular expression")
+             "/screens/0/layout/children/0/pattern",
+             "is not a supported regular expression: an unclosed [ (character 1)")
+        only(problems(oneScreen("{\"type\": \"TextInput\", \"name\": \"a\", \"pattern\": \"(?=a)a\"}",
+                                payload: Self.sendA)),
+             "/screens/0/layout/children/0/pattern",
+             "is not a supported regular expression: lookahead (?= is not supported (character 1)")
     }
 
     @Test func patternNeedsVersion62() {

@@ -376,8 +376,11 @@ struct FlowDocument {
                 if versionNumber < (6, 2) {
                     problem(patternPointer, "`pattern` needs Flow JSON version 6.2 or later (this file is \(version))")
                 } else if let text = value.stringValue, !text.contains("${") {
-                    component.pattern = FormPattern(text)
-                    if component.pattern == nil { problem(patternPointer, "is not a valid regular expression") }
+                    do {
+                        component.pattern = try FormPattern(text)
+                    } catch {
+                        problem(patternPointer, "is not a supported regular expression: \(error)")
+                    }
                 } else {
                     problem(patternPointer, "must be a literal regular expression (the engine compiles it once)")
                 }

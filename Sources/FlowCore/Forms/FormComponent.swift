@@ -15,25 +15,6 @@ enum FormAttribute<Value: Sendable>: Sendable {
     }
 }
 
-/// A TextInput `pattern`, compiled once. `Regex` is not declared `Sendable`; this one is compiled and matched once
-/// when the definition is built (so its lazily lowered program exists) and never mutated afterwards.
-final class FormPattern: @unchecked Sendable {
-    /// The pattern as written.
-    let source: String
-    private let regex: Regex<AnyRegexOutput>
-
-    /// Compiles `source`; nil when it is not a regular expression Swift accepts.
-    init?(_ source: String) {
-        guard let regex = try? Regex(source) else { return nil }
-        self.source = source
-        self.regex = regex
-        _ = "".wholeMatch(of: regex)
-    }
-
-    /// True when the whole of `text` matches.
-    func matches(_ text: String) -> Bool { (try? regex.wholeMatch(in: text)) != nil }
-}
-
 /// One option of a Dropdown, RadioButtonsGroup or CheckboxGroup `data-source`.
 struct FormOption: Sendable, Equatable {
     /// What the client sends.
