@@ -85,11 +85,10 @@ public struct FormFlow: Flow {
         if let s = definition.index[request.screen] {
             let at = session.flatMap { definition.index[$0.screen] } ?? definition.entry
             guard reachable[at].contains(s) else {
-                // A screen the token cannot be on (skipping ahead): the form from the start.
-                guard case .screen(let id, let data) = definition.initial(today: today).unprepared else {
-                    return definition.initial(today: today)
-                }
-                return .screen(id, data: data, errorMessage: FormDefinition.unknownScreenMessage)
+                // A screen the token cannot be on (skipping ahead, which WhatsApp's client never does): nothing is
+                // stored, and no screen is answered, since going back to the entry screen is a transition the
+                // routing model forbids.
+                return .tokenNoLongerValid(message: FormDefinition.unknownScreenMessage)
             }
         }
         switch definition.step(screen: request.screen, payload: request.data, collected: collected, today: today) {
