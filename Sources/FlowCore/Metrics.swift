@@ -155,7 +155,7 @@ public final class Metrics: Sendable {
     /// The `metrics_counters` table of earlier versions (which flushed counters into the database): kept so that
     /// existing databases and their migration history stay as they are; nothing writes it any more.
     public static let migrations = [
-        Migration(id: "metrics-1", sql: """
+        Migration(id: "metrics-1", sqlite: """
             CREATE TABLE metrics_counters (
                 instance TEXT NOT NULL,
                 series TEXT NOT NULL,
@@ -163,6 +163,14 @@ public final class Metrics: Sendable {
                 updated_at INTEGER NOT NULL,
                 PRIMARY KEY (instance, series)
             ) WITHOUT ROWID
+            """, postgres: """
+            CREATE TABLE metrics_counters (
+                instance text NOT NULL,
+                series text NOT NULL,
+                value bigint NOT NULL,
+                updated_at bigint NOT NULL,
+                PRIMARY KEY (instance, series)
+            )
             """)
     ]
 

@@ -791,8 +791,37 @@ struct AppointmentFlowTests {
         #expect(Configuration.allSettingNames.isSuperset(of: factory.settingNames))
         let flow = try factory.make(Settings([:]))
         #expect(flow.name == "appointment")
-        #expect(flow.migrations.map(\.id) == ["appointment-1", "appointment-2"])
+        #expect(flow.migrations.map(\.id) == ["appointment-1", "appointment-2", "appointment-3"])
         #expect(BusinessTimeZone.current == "Europe/London")
+    }
+
+    /// A database of the previous version: its booked rows get seats 1, 2, ... per slot in booking order (cancelled
+    /// ones none), and from then on two booked rows of a slot can never hold the same seat.
+    @Test func seatMigrationNumbersExistingBookings() throws {
+        let directory = temporaryDirectory()
+        let path = directory + "/flows.db"
+        let old = try Database(path: path, migrations: Array(AppointmentStore.migrations.prefix(2)))
+        for (token, time, status) in [("a", "10:00", "booked"), ("b", "10:00", "cancelled"), ("c", "10:00", "booked"),
+                                      ("d", "11:00", "booked"), ("e", "10:00", "booked")] {
+            try old.query("""
+                INSERT INTO appointment_bookings (created_at, flow_token, department, location, date, time, starts_at,
+                    utc_offset, name, email, phone, status) VALUES (1, ?1, 'd', 'l', '2026-03-02', ?2, 1, 0, 'n', 'e',
+                    'p', ?3)
+                """, [.text(token), .text(time), .text(status)])
+        }
+        old.close()
+        let database = try Database(path: path, migrations: AppointmentStore.migrations)
+        defer { database.close() }
+        let seats = try database.query("SELECT flow_token, seat FROM appointment_bookings ORDER BY flow_token")
+        #expect(seats == [[.text("a"), .integer(1)], [.text("b"), .null], [.text("c"), .integer(2)],
+                          [.text("d"), .integer(1)], [.text("e"), .integer(3)]])
+        #expect(throws: DatabaseError.self) {
+            try database.query("""
+                INSERT INTO appointment_bookings (created_at, flow_token, department, location, date, time, starts_at,
+                    utc_offset, name, email, phone, seat) VALUES (1, 'f', 'd', 'l', '2026-03-02', '10:00', 1, 0, 'n',
+                    'e', 'p', 2)
+                """)
+        }
     }
 
     /// Fresh files opened by several connections at once (as processes starting together do): every open
@@ -818,7 +847,7 @@ struct AppointmentFlowTests {
             let database = try Database(path: path)
             defer { database.close() }
             let applied = try database.query("SELECT id FROM schema_migrations WHERE id LIKE 'appointment-%'")
-            #expect(applied == [[.text("appointment-1")], [.text("appointment-2")]])
+            #expect(applied == [[.text("appointment-1")], [.text("appointment-2")], [.text("appointment-3")]])
         }
     }
 }

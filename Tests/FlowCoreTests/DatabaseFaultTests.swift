@@ -15,7 +15,7 @@ struct DatabaseFaultTests {
 
     func open() throws -> Database {
         let database = try Database(path: path, migrations: [
-            Migration(id: "fault-1", sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"),
+            Migration(id: "fault-1", sqlite: "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)", postgres: "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"),
         ])
         try database.writeTransaction { () throws(DatabaseError) in
             try database.execute("INSERT INTO notes (text) VALUES ('kept')")
@@ -137,12 +137,12 @@ struct DatabaseFaultTests {
 
     @Test func aReadOnlyConnectionReadsWritesNothingAndNeedsEveryMigration() throws {
         try open().close()
-        let migrations = [Migration(id: "fault-1", sql: "unused: already applied")]
+        let migrations = [Migration(id: "fault-1", sqlite: "unused: already applied", postgres: "unused: already applied")]
         let database = try Database(path: path, migrations: migrations, access: .readOnly)
         #expect(try database.query("SELECT text FROM notes").first?.first?.string == "kept")
         #expect(throws: DatabaseError.self) { try database.execute("INSERT INTO notes (text) VALUES ('no')") }
         database.close()
-        let newer = migrations + [Migration(id: "fault-2", sql: "CREATE TABLE later (id INTEGER)")]
+        let newer = migrations + [Migration(id: "fault-2", sqlite: "CREATE TABLE later (id INTEGER)", postgres: "CREATE TABLE later (id INTEGER)")]
         do {
             _ = try Database(path: path, migrations: newer, access: .readOnly)
             Issue.record("a read-only connection accepted a database without migration fault-2")

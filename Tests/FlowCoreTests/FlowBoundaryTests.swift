@@ -13,13 +13,14 @@ struct NoteFlow: Flow {
     static let factory = FlowFactory(name: "note", settingNames: [], commands: [listCommand]) { _ in NoteFlow() }
 
     let name = "note"
-    let migrations = [Migration(id: "note-1", sql: """
+    let migrations = [Migration(id: "note-1", sqlite: NoteFlow.schema, postgres: NoteFlow.schema)]
+    static let schema = """
         CREATE TABLE note_sessions (flow_token TEXT PRIMARY KEY, completed INTEGER NOT NULL DEFAULT 0,
                                     created_at INTEGER NOT NULL);
         CREATE TABLE notes (id INTEGER PRIMARY KEY, flow_token TEXT NOT NULL UNIQUE, text TEXT NOT NULL,
                             created_at INTEGER NOT NULL, confirmed_by TEXT);
         CREATE TABLE note_tombstones (token_sha256 TEXT PRIMARY KEY);
-        """)]
+        """
     var sessionTable: String? { "note_sessions" }
     var sessionLifetimeSeconds: Int64 { 7200 }
 

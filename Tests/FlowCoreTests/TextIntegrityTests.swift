@@ -17,7 +17,7 @@ struct TextIntegrityTests {
             rmdir(directory)
         }
         let database = try Database(path: directory + "/t.db", migrations: [
-            Migration(id: "t-1", sql: "CREATE TABLE t (id TEXT PRIMARY KEY, note TEXT NOT NULL)"),
+            Migration(id: "t-1", sqlite: "CREATE TABLE t (id TEXT PRIMARY KEY, note TEXT NOT NULL)", postgres: "CREATE TABLE t (id TEXT PRIMARY KEY, note TEXT NOT NULL)"),
         ])
         defer { database.close() }
         try database.query("INSERT INTO t VALUES (?1, ?2)", [.text("wamid.x\u{0}2"), .text("a\u{0}b")])

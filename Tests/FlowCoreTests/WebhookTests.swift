@@ -404,7 +404,7 @@ struct WebhookDeliveryTests {
         #expect(defaults.webhook.apiToken == nil)
         #expect(defaults.webhook.verifyToken == nil)
         #expect(defaults.transportBodyLimit == 4_194_304)
-        #expect(defaults.migrations.map(\.id) == ["webhook-1", "webhook-outbox-1", "metrics-1"])
+        #expect(defaults.migrations.map(\.id) == ["webhook-1", "webhook-outbox-1", "metrics-1", "maintenance-1"])
         for name in WebhookSettings.settingNames { #expect(Configuration.coreSettingNames.contains(name)) }
     }
 }

@@ -394,6 +394,6 @@ def test_processes_starting_together_on_a_fresh_database(binary, keys, app_secre
             with sqlite3.connect(workdir / "flows.db") as conn:
                 applied = conn.execute("SELECT id FROM schema_migrations WHERE id LIKE 'appointment-%'").fetchall()
                 mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            assert applied == [("appointment-1",), ("appointment-2",)] and mode == "wal"
+            assert applied == [("appointment-1",), ("appointment-2",), ("appointment-3",)] and mode == "wal"
         finally:
             processes.stop_all()

@@ -211,7 +211,8 @@ public struct Configuration: Sendable {
     /// The migrations of every flow, in registration order, then the webhook tables'.
     public var migrations: [Migration] {
         var seen: Set<String> = []
-        return (servedFlows.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations)
+        return (servedFlows.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations
+            + Retention.migrations)
             .filter { seen.insert($0.id).inserted }  // the form flows' shared tables once
     }
 }

@@ -1,5 +1,4 @@
 import CFlowsSQLite
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -7,36 +6,70 @@ import Glibc
 import Musl
 #endif
 
-/// A SQLite failure, with the SQLite result code, its message and what was being done.
+/// A storage failure, engine-neutral: what it means for the request (`outcome`), the engine's code (a SQLite
+/// result code, or a PostgreSQL SQLSTATE), its message and what was being done.
 public struct DatabaseError: Error, Sendable, CustomStringConvertible {
-    /// The SQLite result code (extended when available).
+    /// What a failure means for the request, whichever engine raised it.
+    public enum Outcome: Sendable, Equatable {
+        /// The database cannot be used right now (locked, read-only, full, unreachable, restarting, timed out):
+        /// 503, the process keeps serving and the client retries.
+        case unavailable
+        /// A concurrent writer won a race (a serialization failure, a deadlock, a unique key taken meanwhile): the
+        /// store retries the transaction; one that still reaches the endpoint answers 503 (retryable).
+        case conflict
+        /// A value the database cannot hold: 400.
+        case invalidInput
+        /// A bug or a broken database: 500 (exit 78 at startup).
+        case failure
+    }
+
+    /// The SQLite result code (extended when available); 0 for an error of another engine.
     public let code: Int32
-    /// SQLite's message.
+    /// The PostgreSQL SQLSTATE, when the server gave one.
+    public let sqlState: String?
+    /// What this failure means for the request.
+    public let outcome: Outcome
+    /// The engine's message (never a password, never row values).
     public let message: String
     /// What the store was doing, e.g. `opening /var/lib/flows/flows.db`.
     public let context: String
 
-    /// An error with SQLite `code`, its `message`, and what was being done.
+    /// A SQLite error with result `code`, its `message`, and what was being done; the outcome follows the code.
     public init(code: Int32, message: String, context: String) {
         self.code = code
+        self.sqlState = nil
+        self.message = message
+        self.context = context
+        switch code & 0xFF {
+        case SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN,
+            SQLITE_PERM, SQLITE_PROTOCOL, SQLITE_INTERRUPT:
+            outcome = .unavailable
+        default:
+            outcome = .failure
+        }
+    }
+
+    /// An error of another engine (PostgreSQL): its `outcome`, `sqlState` if any, `message` and context.
+    public init(outcome: Outcome, sqlState: String?, message: String, context: String) {
+        self.code = 0
+        self.sqlState = sqlState
+        self.outcome = outcome
         self.message = message
         self.context = context
     }
 
-    /// True when the database could not be used right now (locked beyond the busy timeout, read-only, disk
-    /// full, I/O error, cannot open): the endpoint answers 503 and the process keeps serving.
-    public var isUnavailable: Bool {
-        switch code & 0xFF {
-        case SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN,
-            SQLITE_PERM, SQLITE_PROTOCOL, SQLITE_INTERRUPT:
-            return true
-        default:
-            return false
-        }
+    /// True when the request may succeed if retried later (`outcome` unavailable or conflict): the endpoint answers
+    /// 503 and the process keeps serving.
+    public var isUnavailable: Bool { outcome == .unavailable || outcome == .conflict }
+
+    /// `SQLite code N` or `SQLSTATE XXXXX`, for messages.
+    public var engineCode: String {
+        if let sqlState { return "SQLSTATE \(sqlState)" }
+        return code == 0 ? "PostgreSQL" : "SQLite code \(code)"
     }
 
-    /// `context: message (SQLite code N)`.
-    public var description: String { "\(context): \(message) (SQLite code \(code))" }
+    /// `context: message (SQLite code N)`, or `(SQLSTATE XXXXX)`.
+    public var description: String { "\(context): \(message) (\(engineCode))" }
 }
 
 /// A value bound to or read from a statement.
@@ -63,36 +96,70 @@ public enum SQLValue: Sendable, Equatable {
     }
 }
 
-/// One schema change, applied once per database file and recorded in `schema_migrations`.
+/// The SQL dialect of a connection: the few texts that differ between engines.
+public enum SQLDialect: Sendable, Equatable {
+    /// SQLite 3 (one host; every write transaction serialized by `BEGIN IMMEDIATE`).
+    case sqlite
+    /// PostgreSQL (several hosts; read committed: races are decided by constraints and row locks).
+    case postgres
+}
+
+/// One schema change, applied once per database and recorded in `schema_migrations`. DDL is where the engines
+/// differ most, so each migration carries both texts, written out; the id is shared.
 public struct Migration: Sendable {
     /// A name unique across the whole schema, e.g. `expense-1`.
     public let id: String
-    /// The SQL to run (several statements allowed).
-    public let sql: String
+    /// The SQLite SQL to run (several statements allowed).
+    public let sqlite: String
+    /// The PostgreSQL SQL to run (several statements allowed; it runs in the migration transaction).
+    public let postgres: String
 
-    /// A migration named `id` running `sql`.
-    public init(id: String, sql: String) {
+    /// A migration named `id`, running `sqlite` on SQLite and `postgres` on PostgreSQL.
+    public init(id: String, sqlite: String, postgres: String) {
         self.id = id
-        self.sql = sql
+        self.sqlite = sqlite
+        self.postgres = postgres
     }
+
+    /// The text for `dialect`.
+    public func sql(_ dialect: SQLDialect) -> String { dialect == .sqlite ? sqlite : postgres }
 }
 
-/// One SQLite connection, owned by one thread. WAL, `synchronous=NORMAL`, a busy timeout, and every write
-/// transaction `BEGIN IMMEDIATE`.
-///
-/// Statements are cached per connection and finalized on `close()`; call `close()` explicitly before exiting
-/// so the WAL is checkpointed and removed.
-public final class Database {
-    private var handle: OpaquePointer?
-    private var cache: [String: OpaquePointer] = [:]
-    private let busyTimeoutMilliseconds: Int32
-    /// The file path.
-    public let path: String
-    /// Monotonic nanoseconds after which lock waits stop (the request deadline); 0 for none.
-    public var deadline: Int64 = 0
+/// One connection to a store, owned by one worker thread: what `Database` needs of an engine.
+public protocol StoreConnection: AnyObject {
+    /// The engine's dialect.
+    var dialect: SQLDialect { get }
+    /// Where the data lives, for messages: the file path, or the URL with its password masked.
+    var location: String { get }
+    /// Monotonic nanoseconds after which waits for the database stop (the request deadline); 0 for none.
+    var deadline: Int64 { get set }
+    /// Runs one statement with `arguments` bound to `?1...` and returns every row.
+    func query(_ sql: String, _ arguments: [SQLValue]) throws(DatabaseError) -> [[SQLValue]]
+    /// Runs one or more statements without arguments or results.
+    func execute(_ sql: String) throws(DatabaseError)
+    /// Runs `body` in a write transaction: committed when it returns (rolled back with `commit: false`), rolled
+    /// back when it throws.
+    func writeTransaction<T>(commit: Bool, _ body: () throws(DatabaseError) -> T) throws(DatabaseError) -> T
+    /// True when table `name` exists.
+    func hasTable(_ name: String) throws(DatabaseError) -> Bool
+    /// Why this connection cannot serve a write right now (no secret in it), or `nil` when it can.
+    func readinessProblem() -> String?
+    /// Closes the connection.
+    func close()
+}
 
-    /// The connection as a bit pattern, for `sqlite3_interrupt` from a watchdog thread (0 when closed).
-    var interruptHandle: UInt { handle.map { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer($0))) } ?? 0 }
+/// One worker thread's connection to the store, SQLite or PostgreSQL: the API every flow uses (`query`, `execute`,
+/// `writeTransaction`, `deadline`).
+///
+/// The SQLite connection is called directly (no dynamic dispatch on the hot path); another engine through
+/// `StoreConnection`. Call `close()` explicitly before exiting so SQLite's WAL is checkpointed and removed.
+public final class Database {
+    /// The SQLite connection, when this is SQLite.
+    let sqlite: SQLiteConnection?
+    /// The connection of another engine.
+    private let other: (any StoreConnection)?
+    /// The engine's dialect.
+    public let dialect: SQLDialect
 
     /// How a connection may use its file.
     public enum Access: Sendable {
@@ -105,8 +172,8 @@ public final class Database {
         case readOnly
     }
 
-    /// Opens (creating if needed, unless `access` says otherwise) the database at `path`, switches it to WAL and
-    /// applies `migrations`.
+    /// Opens (creating if needed, unless `access` says otherwise) the SQLite database at `path`, switches it to
+    /// WAL and applies `migrations`.
     ///
     /// - Parameters:
     ///   - path: the database file.
@@ -119,297 +186,90 @@ public final class Database {
     ///   - fileGroup: `DATABASE_GROUP`: a file created here is 0640 in this group instead of 0600.
     public init(path: String, busyTimeoutMilliseconds: Int32 = 5000, migrations: [Migration] = [],
                 brief: Bool = false, access mode: Access = .create, fileGroup: gid_t? = nil) throws(DatabaseError) {
-        self.path = path
-        self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
-        if mode == .create { try createDatabaseFileIfMissing(path, group: fileGroup) }
-        var db: OpaquePointer?
-        let flags = switch mode {
-        case .create: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
-        case .existing: SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX
-        case .readOnly: SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX
-        }
-        if mode != .create, access(path, F_OK) != 0, errno == ENOENT {
-            throw DatabaseError(code: SQLITE_CANTOPEN, message: "there is no database there (the responder creates "
-                + "it when it starts; check DATABASE_URL)", context: "opening \(path)")
-        }
-        let rc = sqlite3_open_v2(path, &db, flags, nil)
-        guard rc == SQLITE_OK, let db else {
-            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
-            sqlite3_close_v2(db)
-            throw DatabaseError(code: rc, message: message, context: "opening \(path)")
-        }
-        if mode == .readOnly {
-            handle = db
-            sqlite3_extended_result_codes(db, 1)
-            sqlite3_busy_timeout(db, busyTimeoutMilliseconds)
-            do throws(DatabaseError) {
-                try checkMigrated(migrations)
-            } catch {
-                close()
-                throw error
-            }
-            return
-        }
-        // SQLite silently opens a file this process may not write read-only, and that connection would create the
-        // -wal and -shm files with the file's read-only mode, which keeps every later writer read-only, even once
-        // the file is fixed. Refused before anything is read.
-        if sqlite3_db_readonly(db, "main") == 1 {
-            sqlite3_close_v2(db)
-            throw DatabaseError(code: SQLITE_READONLY, message: "the database file is read-only for this process "
-                + "(check its owner and mode, and the file system)", context: "opening \(path)")
-        }
-        handle = db
-        sqlite3_extended_result_codes(db, 1)
-        if brief { _ = cflows_sqlite_disable_lookaside(db) }
-        // Busy timeout first: switching to WAL itself needs a lock another process may hold.
-        sqlite3_busy_handler(db, { context, count in
-            Unmanaged<Database>.fromOpaque(context!).takeUnretainedValue().waitForLock(attempt: count)
-        }, Unmanaged.passUnretained(self).toOpaque())
-        do throws(DatabaseError) {
-            let mode = try switchToWAL(timeoutMilliseconds: busyTimeoutMilliseconds)
-            guard mode.lowercased() == "wal" else {
-                throw DatabaseError(code: SQLITE_ERROR, message: "journal_mode is \(mode), WAL is required",
-                                    context: "opening \(path)")
-            }
-            try execute("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")
-            if brief { try execute("PRAGMA cache_size=8") }
-            try migrate(migrations)
-        } catch {
-            close()
-            throw error
+        sqlite = try SQLiteConnection(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds,
+                                      migrations: migrations, brief: brief, access: mode, fileGroup: fileGroup)
+        other = nil
+        dialect = .sqlite
+    }
+
+    /// A facade over `connection` (an engine other than SQLite, already migrated).
+    public init(connection: any StoreConnection) {
+        sqlite = nil
+        other = connection
+        dialect = connection.dialect
+    }
+
+    /// Where the data lives, for messages: the SQLite file, or the URL with its password masked.
+    public var location: String { sqlite?.path ?? other?.location ?? "" }
+
+    /// Monotonic nanoseconds after which lock waits stop (the request deadline); 0 for none.
+    public var deadline: Int64 {
+        get { sqlite?.deadline ?? other?.deadline ?? 0 }
+        set {
+            if let sqlite { sqlite.deadline = newValue } else { other?.deadline = newValue }
         }
     }
 
-    deinit { close() }
+    /// The SQLite connection as a bit pattern, for `sqlite3_interrupt` from a watchdog thread (0 when closed, and
+    /// for other engines: their statements end by their own `statement_timeout`).
+    var interruptHandle: UInt { sqlite?.interruptHandle ?? 0 }
 
-    private static let busyDelays: [Int32] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100]
-
-    /// The busy handler: sleeps like `sqlite3_busy_timeout` (same delays, same total), never past `deadline`, and
-    /// counts each wait for `/metrics`. Returns 0 to give up (the statement fails with SQLITE_BUSY).
-    private func waitForLock(attempt: Int32) -> Int32 {
-        let delays = Database.busyDelays
-        let index = Int(min(attempt, Int32(delays.count - 1)))
-        let prior = attempt < Int32(delays.count)
-            ? delays[..<index].reduce(0, +) : delays.reduce(0, +) + delays.last! * (attempt - Int32(delays.count))
-        var delay = delays[index]
-        if prior + delay > busyTimeoutMilliseconds {
-            delay = busyTimeoutMilliseconds - prior
-            if delay <= 0 { return 0 }
-        }
-        if deadline != 0 {
-            let left = (deadline - monotonicNanoseconds()) / 1_000_000
-            if left <= 0 { return 0 }
-            delay = Int32(min(Int64(delay), left))
-        }
-        sqliteBusyRetries.add(1, ordering: .relaxed)
-        sqlite3_sleep(delay)
-        return 1
-    }
-
-    /// Finalizes every statement and closes the connection (checkpointing the WAL when this is the last one).
+    /// Closes the connection (for SQLite: finalizing every statement and checkpointing the WAL when this is the
+    /// last connection).
     public func close() {
-        for (_, statement) in cache { sqlite3_finalize(statement) }
-        cache.removeAll()
-        if let handle { sqlite3_close_v2(handle) }
-        handle = nil
-    }
-
-    private func fail(_ rc: Int32, _ context: String) -> DatabaseError {
-        let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "database is closed"
-        return DatabaseError(code: handle.map { sqlite3_extended_errcode($0) } ?? rc, message: message,
-                             context: "\(context) in \(path)")
+        if let sqlite { sqlite.close() } else { other?.close() }
     }
 
     /// Runs one or more statements without results.
     public func execute(_ sql: String) throws(DatabaseError) {
-        guard let handle else { throw DatabaseError(code: SQLITE_MISUSE, message: "closed", context: path) }
-        let rc = sqlite3_exec(handle, sql, nil, nil, nil)
-        guard rc == SQLITE_OK else { throw fail(rc, "running \(Database.summary(sql))") }
+        if let sqlite { return try sqlite.execute(sql) }
+        try connection.execute(sql)
     }
 
     /// Runs one statement with `arguments` bound to `?1...` and returns every row.
     @discardableResult
     public func query(_ sql: String, _ arguments: [SQLValue] = []) throws(DatabaseError) -> [[SQLValue]] {
-        let statement = try prepared(sql)
-        defer {
-            sqlite3_reset(statement)
-            sqlite3_clear_bindings(statement)
-        }
-        for (i, argument) in arguments.enumerated() {
-            let index = Int32(i + 1)
-            let rc: Int32
-            switch argument {
-            case .null: rc = sqlite3_bind_null(statement, index)
-            case .integer(let v): rc = sqlite3_bind_int64(statement, index, v)
-            case .real(let v): rc = sqlite3_bind_double(statement, index, v)
-            case .text(let v):
-                // The full UTF-8 length, never -1: SQLite would stop at the first U+0000 and store a shorter text.
-                // An empty buffer may have no address, which would bind NULL: "" is bound as an empty text.
-                var text = v
-                rc = text.withUTF8 { bytes in
-                    bytes.withMemoryRebound(to: CChar.self) { chars in
-                        guard let start = chars.baseAddress, !chars.isEmpty else {
-                            return sqlite3_bind_text(statement, index, "", 0, cflows_sqlite_transient())
-                        }
-                        return sqlite3_bind_text64(statement, index, start, UInt64(chars.count),
-                                                   cflows_sqlite_transient(), UInt8(SQLITE_UTF8))
-                    }
-                }
-            }
-            guard rc == SQLITE_OK else { throw fail(rc, "binding argument \(index) of \(Database.summary(sql))") }
-        }
-        var rows: [[SQLValue]] = []
-        while true {
-            let rc = sqlite3_step(statement)
-            if rc == SQLITE_DONE { break }
-            guard rc == SQLITE_ROW else { throw fail(rc, "running \(Database.summary(sql))") }
-            let count = sqlite3_column_count(statement)
-            var row: [SQLValue] = []
-            row.reserveCapacity(Int(count))
-            for column in 0..<count {
-                switch sqlite3_column_type(statement, column) {
-                case SQLITE_INTEGER: row.append(.integer(sqlite3_column_int64(statement, column)))
-                case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, column)))
-                case SQLITE_NULL: row.append(.null)
-                default:
-                    // By the byte count, not up to the first U+0000 (text is stored whole, see binding).
-                    if let text = sqlite3_column_text(statement, column) {
-                        let count = Int(sqlite3_column_bytes(statement, column))
-                        row.append(.text(String(decoding: UnsafeBufferPointer(start: text, count: count),
-                                                as: UTF8.self)))
-                    } else {
-                        row.append(.null)
-                    }
-                }
-            }
-            rows.append(row)
-        }
-        return rows
+        if let sqlite { return try sqlite.query(sql, arguments) }
+        return try connection.query(sql, arguments)
     }
 
-    /// The rowid of the last successful insert on this connection.
-    public var lastInsertRowID: Int64 { handle.map { sqlite3_last_insert_rowid($0) } ?? 0 }
-
-    /// Runs `body` in a `BEGIN IMMEDIATE` transaction: committed when it returns (rolled back instead with
-    /// `commit: false`, for dry runs), rolled back when it throws. The one place transactions are written.
+    /// Runs `body` in a write transaction: committed when it returns (rolled back instead with `commit: false`, for
+    /// dry runs), rolled back when it throws. The one place transactions are written.
+    ///
+    /// On SQLite it is `BEGIN IMMEDIATE`: every writer on the file is serialized. On PostgreSQL it is read
+    /// committed, and the whole transaction is run again (a few times at most) when it loses a race (`.conflict`:
+    /// a serialization failure, a deadlock, a unique key another host took meanwhile): `body` must read what it
+    /// decides on, so the retry sees the winner's rows.
     public func writeTransaction<T>(commit: Bool = true, _ body: () throws(DatabaseError) -> T)
         throws(DatabaseError) -> T
     {
-        try ensureWritable()
-        try execute("BEGIN IMMEDIATE")
-        do throws(DatabaseError) {
-            let result = try body()
-            try execute(commit ? "COMMIT" : "ROLLBACK")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
+        if let sqlite { return try sqlite.writeTransaction(commit: commit, body) }
+        return try connection.writeTransaction(commit: commit, body)
     }
 
-    /// Before a write: a file made read-only (or a read-only mount) since it was opened is refused with SQLITE_READONLY
-    /// and the cause (Linux checks permissions at open only: the open descriptor would still write), a deleted one
-    /// with SQLITE_CANTOPEN (the writes would go to a file nobody reads). Fixed, the next write goes through.
-    private func ensureWritable() throws(DatabaseError) {
-        guard access(path, W_OK) != 0 else { return }
-        let missing = errno == ENOENT
-        let cause = String(cString: strerror(errno))
-        throw DatabaseError(code: missing ? SQLITE_CANTOPEN : SQLITE_READONLY,
-                            message: "the database file is \(missing ? "gone" : "read-only") (\(cause))",
-                            context: "writing \(path)")
+    /// True when table `name` exists (a flow's `purge` skips a database without its migrations).
+    public func hasTable(_ name: String) throws(DatabaseError) -> Bool {
+        if let sqlite { return try sqlite.hasTable(name) }
+        return try connection.hasTable(name)
     }
 
-    /// How many prepared statements this connection keeps (at most `statementCacheLimit`).
-    public var cachedStatementCount: Int { cache.count }
+    /// Why this connection cannot serve a write right now (no secret, no file name in it), or `nil` when it can.
+    public func readinessProblem() -> String? {
+        if let sqlite { return sqlite.readinessProblem() }
+        return connection.readinessProblem()
+    }
+
+    /// `FOR UPDATE` on PostgreSQL (a row lock serializing one token's requests across hosts), nothing on SQLite
+    /// (whose write transactions are serialized already, and which has no row locks).
+    public var forUpdate: String { dialect == .postgres ? " FOR UPDATE" : "" }
+
+    /// How many prepared statements this connection keeps (SQLite: at most `statementCacheLimit`).
+    public var cachedStatementCount: Int { sqlite?.cachedStatementCount ?? 0 }
 
     /// Statements are cached by their SQL text; the program has a few dozen. A text built from values (a bug) would
     /// otherwise add one statement per distinct value for the life of the process: past this many, the cache starts
     /// over (between statements: `query` leaves none running).
-    public static let statementCacheLimit = 200
+    public static let statementCacheLimit = SQLiteConnection.statementCacheLimit
 
-    private func prepared(_ sql: String) throws(DatabaseError) -> OpaquePointer {
-        if let statement = cache[sql] { return statement }
-        guard let handle else { throw DatabaseError(code: SQLITE_MISUSE, message: "closed", context: path) }
-        if cache.count >= Database.statementCacheLimit {
-            for (_, statement) in cache { sqlite3_finalize(statement) }
-            cache.removeAll()
-        }
-        var statement: OpaquePointer?
-        let rc = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
-        guard rc == SQLITE_OK, let statement else { throw fail(rc, "preparing \(Database.summary(sql))") }
-        cache[sql] = statement
-        return statement
-    }
-
-    /// `PRAGMA journal_mode=WAL`, retried within the busy timeout: while another connection converts a new file,
-    /// SQLite answers this pragma with SQLITE_BUSY without calling the busy handler.
-    private func switchToWAL(timeoutMilliseconds: Int32) throws(DatabaseError) -> String {
-        var waited: Int32 = 0
-        while true {
-            do throws(DatabaseError) {
-                return try query("PRAGMA journal_mode=WAL").first?.first?.string ?? ""
-            } catch where error.code & 0xFF == SQLITE_BUSY && waited < timeoutMilliseconds {
-                sqlite3_sleep(5)
-                waited += 5
-            }
-        }
-    }
-
-    /// A read-only connection's check that the file is a database of this program with `migrations` applied.
-    private func checkMigrated(_ migrations: [Migration]) throws(DatabaseError) {
-        let applied = try appliedMigrations() ?? []
-        if let missing = migrations.first(where: { !applied.contains($0.id) }) {
-            throw DatabaseError(code: SQLITE_ERROR, message: "not a flows-fcgi database of this version (migration "
-                + "\(missing.id) not applied; the responder applies it when it starts)", context: "opening \(path)")
-        }
-    }
-
-    /// The ids in `schema_migrations`, `nil` when the table does not exist.
-    private func appliedMigrations() throws(DatabaseError) -> Set<String>? {
-        guard try !query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").isEmpty
-        else { return nil }
-        return Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
-    }
-
-    private func migrate(_ migrations: [Migration]) throws(DatabaseError) {
-        if let applied = try appliedMigrations(), migrations.allSatisfy({ applied.contains($0.id) }) { return }
-        // Creating the table in the same BEGIN IMMEDIATE: an autocommit CREATE racing another process's would
-        // fail with SQLITE_BUSY_SNAPSHOT, which the busy handler does not retry.
-        try writeTransaction { () throws(DatabaseError) in
-            try execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                + "(id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            // Re-read under the write lock: another process may have applied some meanwhile. A migration listed
-            // twice (the tables all form flows share) runs once.
-            var current = Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
-            for migration in migrations where current.insert(migration.id).inserted {
-                try execute(migration.sql)
-                try query("INSERT INTO schema_migrations (id, applied_at) VALUES (?1, strftime('%s','now'))",
-                          [.text(migration.id)])
-            }
-        }
-    }
-
-    private static func summary(_ sql: String) -> String {
-        let words = sql.split(whereSeparator: { $0 == " " || $0 == "\n" }).prefix(4).joined(separator: " ")
-        return "'\(words)...'"
-    }
-}
-
-/// Creates the database file, when there is none, before SQLite would (with 0644 under the usual umask): 0600,
-/// or 0640 owned by `group`, whatever the umask. SQLite gives the `-wal` and `-shm` files the database file's
-/// mode, so they follow. An existing file is left as it is; a failure to create is left to SQLite to report.
-private func createDatabaseFileIfMissing(_ path: String, group: gid_t?) throws(DatabaseError) {
-    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-    guard fd >= 0 else { return }
-    defer { close(fd) }
-    var failure: String?
-    if let group, fchown(fd, uid_t.max, group) != 0 {
-        failure = "cannot give the new file to DATABASE_GROUP (gid \(group)): \(String(cString: strerror(errno)))"
-    } else if fchmod(fd, group == nil ? 0o600 : 0o640) != 0 {
-        failure = "cannot set the new file's mode: \(String(cString: strerror(errno)))"
-    }
-    if let failure {
-        unlink(path)
-        throw DatabaseError(code: SQLITE_CANTOPEN, message: failure, context: "creating \(path)")
-    }
+    private var connection: any StoreConnection { other! }
 }

@@ -18,6 +18,16 @@
 public enum Retention {
     /// The setting read here (listed in `Configuration.coreSettingNames`).
     public static let settingNames = ["RETENTION_DAYS"]
+    /// The `maintenance` table (`last_purge_at`, the automatic purge's claim). Older versions created it at their
+    /// first purge, hence `IF NOT EXISTS`.
+    public static let migrations = [
+        Migration(id: "maintenance-1", sqlite: """
+            CREATE TABLE IF NOT EXISTS maintenance (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID
+            """, postgres: """
+            CREATE TABLE IF NOT EXISTS maintenance (name text PRIMARY KEY, value bigint NOT NULL)
+            """),
+    ]
+
     /// The retention period when `RETENTION_DAYS` is unset.
     public static let defaultDays = 90
     /// The shortest time between two automatic purges of one database, in seconds.
@@ -69,14 +79,14 @@ public enum Retention {
     {
         var report = Report(dryRun: dryRun)
         guard days > 0 else { return report }
-        try database.execute("PRAGMA secure_delete=ON")
+        if database.dialect == .sqlite { try database.execute("PRAGMA secure_delete=ON") }
         let before = now - Int64(days) * 86400
         let sessionsBefore = min(before, now - (sessionLifetimeSeconds ?? Retention.sessionLifetimeSeconds(flows)))
         var counts: [(String, Int)] = []
         for flow in flows {
             counts += try flow.purge(database: database, before: before, sessionsBefore: sessionsBefore, dryRun: dryRun)
         }
-        if try hasTable(database, "webhook_outbox") {
+        if try database.hasTable("webhook_outbox") {
             counts += try WebhookStore.purge(database: database, before: before, dryRun: dryRun)
         }
         report.counts = counts.map { Report.Count(table: $0.0, rows: $0.1) }
@@ -85,27 +95,28 @@ public enum Retention {
 
     /// Purges when no process purged this database within `interval` seconds, else returns `nil`.
     ///
-    /// The claim is the `maintenance` row `last_purge_at`, read and updated in one `BEGIN IMMEDIATE` transaction,
-    /// so of several processes due at once exactly one purges; a cheap read without the write lock comes first.
+    /// The claim is the `maintenance` row `last_purge_at`, set by one conditional upsert (`... DO UPDATE ... WHERE
+    /// value <= now - interval RETURNING 1`), so of several processes or hosts due at once exactly one purges; a
+    /// cheap read comes first.
     public static func purgeIfDue(database: Database, flows: [any Flow], days: Int,
                                   sessionLifetimeSeconds: Int64? = nil, now: Int64,
                                   interval: Int64 = Retention.interval) throws(DatabaseError) -> Report?
     {
         guard days > 0 else { return nil }
-        if try hasTable(database, "maintenance"), let last = try lastPurge(database), now - last < interval {
-            return nil
+        if try database.hasTable("maintenance") {
+            if let last = try lastPurge(database), now - last < interval { return nil }
+        } else {
+            // A database opened without `Retention.migrations` (an operator command's).
+            try database.writeTransaction { () throws(DatabaseError) in
+                try database.execute(Retention.migrations[0].sql(database.dialect))
+            }
         }
-        let claimed = try database.writeTransaction { () throws(DatabaseError) -> Bool in
-            try database.execute("""
-                CREATE TABLE IF NOT EXISTS maintenance (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID
-                """)
-            if let last = try lastPurge(database), now - last < interval { return false }
-            try database.query("""
-                INSERT INTO maintenance (name, value) VALUES ('last_purge_at', ?1)
-                ON CONFLICT (name) DO UPDATE SET value = excluded.value
-                """, [.integer(now)])
-            return true
-        }
+        // One statement, so of several processes (or hosts) due at once exactly one gets the row back.
+        let claimed = try !database.query("""
+            INSERT INTO maintenance (name, value) VALUES ('last_purge_at', ?1)
+            ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE maintenance.value <= ?2
+            RETURNING 1
+            """, [.integer(now), .integer(now - interval)]).isEmpty
         guard claimed else { return nil }
         return try purge(database: database, flows: flows, days: days, sessionLifetimeSeconds: sessionLifetimeSeconds,
                          now: now)
@@ -128,6 +139,6 @@ public enum Retention {
 
     /// True when table `name` exists (a flow's `purge` skips a database without its migrations).
     public static func hasTable(_ database: Database, _ name: String) throws(DatabaseError) -> Bool {
-        try !database.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [.text(name)]).isEmpty
+        try database.hasTable(name)
     }
 }

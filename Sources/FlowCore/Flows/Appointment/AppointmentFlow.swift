@@ -420,25 +420,40 @@ private struct AppointmentExchange {
             if let input = AppointmentInput.problem(fields) {
                 return .answer(summaryScreen(sent, error: input + " Please go back and correct it."))
             }
-            if let slot = try slotProblem(choices) { return .taken(summaryScreen(sent, error: slot)) }
             guard let department = choices.department, let location = choices.location, let dateText = choices.date,
-                let date = AppointmentDate(dateText), let time = choices.time, let minutes = ClockTime.parse(time)
+                let date = AppointmentDate(dateText), let time = choices.time, let minutes = ClockTime.parse(time),
+                let capacity = catalog.location(location)?.capacity
             else {
                 return .answer(summaryScreen(sent, error: AppointmentExchange.incompleteMessage))
             }
             let startsAt = BusinessTimeZone.epoch(of: date, minutes: minutes)
                 ?? Int64(date.dayNumber) * 86_400 + Int64(minutes) * 60
-            let id = try AppointmentStore.insert(database, AppointmentStore.NewBooking(
+            let booking = AppointmentStore.NewBooking(
                 flowToken: token, department: department, location: location, date: dateText, time: time,
                 startsAt: startsAt, utcOffsetSeconds: BusinessTimeZone.local(startsAt).utcOffsetSeconds,
-                name: fields.name, email: fields.email, phone: fields.phone, moreDetails: fields.moreDetails),
-                now: now)
-            try AppointmentStore.complete(database, token: token, bookingID: id, submission: fingerprint, now: now)
-            guard let booking = try AppointmentStore.booking(database: database, id: id) else {
-                throw DatabaseError(code: 1, message: "booking \(id) vanished after insert",
-                                    context: "booking an appointment")
+                name: fields.name, email: fields.email, phone: fields.phone, moreDetails: fields.moreDetails)
+            // On PostgreSQL another host may take the seat (or complete this token) between the check and the
+            // insert: the insert then adds nothing, and the next round sees what the winner committed. Each lost
+            // round means one more seat taken (or this token completed), so capacity + 1 rounds settle it.
+            for round in 0...capacity {
+                if round > 0 {
+                    let session = try openSession()
+                    if session.completed, session.submission == fingerprint, let id = session.bookingID,
+                        let booking = try AppointmentStore.booking(database: database, id: id)
+                    {
+                        return .repeated(booking)
+                    }
+                    if let closed = closedAnswer(session) { return .answer(closed) }
+                }
+                if let slot = try slotProblem(choices) { return .taken(summaryScreen(sent, error: slot)) }
+                if let booked = try AppointmentStore.insert(database, booking, capacity: capacity, now: now) {
+                    try AppointmentStore.complete(database, token: token, bookingID: booked.id,
+                                                  submission: fingerprint, now: now)
+                    return .booked(booked)
+                }
             }
-            return .booked(booking)
+            return .taken(summaryScreen(sent, error: "Sorry, \(time) on \(date.title) was just booked by someone "
+                + "else. Please go back and pick another time."))
         }
         switch outcome {
         case .answer(let answer):
