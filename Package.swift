@@ -23,7 +23,7 @@ let package = Package(
         .systemLibrary(name: "CFlowsAtomics"),
         .target(
             name: "FlowCore",
-            dependencies: ["CFlowsAtomics", "CFlowsOpenSSL", "CFlowsSQLite"],
+            dependencies: ["CFlowsAtomics", "CFlowsOpenSSL", "CFlowsSQLite", "FlowStorePostgres"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -32,22 +32,29 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // PostgreSQL through libpq (issue 18). libpq is loaded with dlopen on the first connection (see
-        // Sources/CFlowsPostgres/shim.h), never linked: depending on this target adds no NEEDED entry. The
-        // executable does not depend on it yet.
+        // Sources/CFlowsPostgres/shim.h), never linked: FlowCore (and so the executable) depends on this target
+        // with no NEEDED entry for libpq.
         .target(
             name: "FlowStorePostgres",
             dependencies: ["CFlowsPostgres"],
             exclude: ["DESIGN.md"],
             swiftSettings: swiftSettings
         ),
+        // The throwaway PostgreSQL servers the tests start (initdb into /tmp, a free port).
+        .target(
+            name: "PostgresTestSupport",
+            dependencies: ["FlowStorePostgres"],
+            path: "Tests/PostgresTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "FlowStorePostgresTests",
-            dependencies: ["FlowStorePostgres"],
+            dependencies: ["FlowStorePostgres", "PostgresTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "FlowCoreTests",
-            dependencies: ["FlowCore"],
+            dependencies: ["FlowCore", "PostgresTestSupport"],
             swiftSettings: swiftSettings
         ),
     ],

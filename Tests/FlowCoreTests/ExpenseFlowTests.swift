@@ -8,15 +8,17 @@ import Testing
 
 // MARK: - Harness
 
-/// A SQLite file with the expense schema in a fresh `mkdtemp` directory, removed when released.
+/// A store with the expense schema (by default a SQLite file in a fresh `mkdtemp` directory, removed when
+/// released).
 final class ExpenseTestDatabase {
     let directory: String
     let path: String
+    let engineStore: TestStore
     let database: Database
 
     struct SetupError: Error {}
 
-    init() throws {
+    init(engine: Engine = .sqlite) throws {
         var template = Array("/tmp/flowcore-expense-XXXXXX".utf8CString)
         let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
             guard mkdtemp(buffer.baseAddress!) != nil else { return nil }
@@ -25,7 +27,8 @@ final class ExpenseTestDatabase {
         guard let made else { throw SetupError() }
         directory = made
         path = made + "/flows.db"
-        database = try Database(path: path, migrations: ExpenseStore.migrations)
+        engineStore = try TestStore(engine, directory: made)
+        database = try engineStore.open(migrations: ExpenseStore.migrations)
     }
 
     /// Another connection to the same file, as another worker or process would have.
@@ -54,8 +57,8 @@ struct ExpenseHarness {
     var now = expenseNoon
     var log = Logger.discard
 
-    init(_ settings: [String: String] = [:]) throws {
-        store = try ExpenseTestDatabase()
+    init(_ settings: [String: String] = [:], engine: Engine = .sqlite) throws {
+        store = try ExpenseTestDatabase(engine: engine)
         flow = try ExpenseFlow(settings: Settings(settings))
     }
 
@@ -123,8 +126,8 @@ struct ExpenseFlowTests {
         "category": "", "description": "", "date": "2026-01-01", "max_date": "2026-01-01",
     ])
 
-    @Test func initShowsTheFormAndOpensASession() throws {
-        let harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func initShowsTheFormAndOpensASession(engine: Engine) throws {
+        let harness = try ExpenseHarness(engine: engine)
         #expect(try harness.send(.initial) == Self.freshForm)
         #expect(try harness.store.count("SELECT count(*) FROM expense_sessions WHERE completed = 0") == 1)
         // A second INIT (the user reopened the Flow) shows the form again and keeps one session.
@@ -132,8 +135,8 @@ struct ExpenseFlowTests {
         #expect(try harness.store.count("SELECT count(*) FROM expense_sessions") == 1)
     }
 
-    @Test func backShowsTheFormFresh() throws {
-        let harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func backShowsTheFormFresh(engine: Engine) throws {
+        let harness = try ExpenseHarness(engine: engine)
         try harness.send(.initial)
         #expect(try harness.send(.back) == Self.freshForm)
     }
@@ -160,8 +163,8 @@ struct ExpenseFlowTests {
         #expect(session == [[.integer(1), .integer(1), .integer(expenseNoon)]])
     }
 
-    @Test func optionalFieldsMayBeEmptyOrAbsent() throws {
-        let harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func optionalFieldsMayBeEmptyOrAbsent(engine: Engine) throws {
+        let harness = try ExpenseHarness(engine: engine)
         // No INIT first: a Flow sent with flow_action navigate opens without one.
         try harness.submit(["amount": "3", "category": "other", "description": "  ", "date": ""], token: "a")
         try harness.submit(["amount": "4", "category": "other"], token: "b")
@@ -171,8 +174,8 @@ struct ExpenseFlowTests {
         #expect(stored.map(\.expenseDate) == ["2026-01-01", "2026-01-01", "2026-01-01"])
     }
 
-    @Test func descriptionOfExactlyTheLimitIsKept() throws {
-        let harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func descriptionOfExactlyTheLimitIsKept(engine: Engine) throws {
+        let harness = try ExpenseHarness(engine: engine)
         let text = String(repeating: "é", count: 2999) + "🧾"
         let answer = try harness.submit(submit(["description": .string(text), "date": "2026-01-01"]))
         #expect(answer.successParams != nil)
@@ -270,16 +273,16 @@ struct ExpenseFlowTests {
         #expect(try harness.store.count() == 1)
     }
 
-    @Test func rejectedLongValuesAreShownBackCutToTheInputLimits() throws {
-        let harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func rejectedLongValuesAreShownBackCutToTheInputLimits(engine: Engine) throws {
+        let harness = try ExpenseHarness(engine: engine)
         let answer = try harness.submit(submit(["description": .string(String(repeating: "y", count: 5000))]))
         #expect(answer.shown["description"] == .string(String(repeating: "y", count: 3000)))
         let long = try harness.submit(submit(["amount": .string(String(repeating: "9", count: 25))]))
         #expect(long.shown["amount"] == .string(String(repeating: "9", count: 20)))
     }
 
-    @Test func completedTokenGets427OnAnyOtherRequest() throws {
-        let harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func completedTokenGets427OnAnyOtherRequest(engine: Engine) throws {
+        let harness = try ExpenseHarness(engine: engine)
         try harness.send(.initial)
         #expect(try harness.submit(validSubmit).successParams != nil)
         #expect(try harness.send(.initial).isTokenNoLongerValid)
@@ -294,8 +297,8 @@ struct ExpenseFlowTests {
         #expect(try harness.submit(validSubmit, token: "token-2").successParams?["expense_id"] == 2)
     }
 
-    @Test func identicalRetryGetsTheSameSuccessAndStoresOnce() throws {
-        var harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func identicalRetryGetsTheSameSuccessAndStoresOnce(engine: Engine) throws {
+        var harness = try ExpenseHarness(engine: engine)
         try harness.send(.initial)
         let first = try harness.submit(validSubmit)
         #expect(first.successParams?["expense_id"] == 1)
@@ -305,8 +308,8 @@ struct ExpenseFlowTests {
         #expect(try harness.store.count() == 1)
     }
 
-    @Test func retryIsRecognisedWhenTheDateWasLeftEmpty() throws {
-        var harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func retryIsRecognisedWhenTheDateWasLeftEmpty(engine: Engine) throws {
+        var harness = try ExpenseHarness(engine: engine)
         let data = submit(["date": ""])
         let first = try harness.submit(data)
         harness.now += 86400
@@ -314,8 +317,8 @@ struct ExpenseFlowTests {
         #expect(try ExpenseStore.list(database: harness.database).map(\.expenseDate) == ["2026-01-01"])
     }
 
-    @Test func unknownScreenShowsTheFormWithAMessage() throws {
-        let harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func unknownScreenShowsTheFormWithAMessage(engine: Engine) throws {
+        let harness = try ExpenseHarness(engine: engine)
         try harness.send(.initial)
         let answer = try harness.send(.dataExchange, screen: "SUMMARY", data: validSubmit)
         #expect(answer.screenID == "EXPENSE_FORM")
@@ -325,8 +328,8 @@ struct ExpenseFlowTests {
         #expect(try harness.send(.dataExchange, screen: "", data: [:]).screenID == "EXPENSE_FORM")
     }
 
-    @Test func emptyFlowTokenIsRefused() throws {
-        let harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func emptyFlowTokenIsRefused(engine: Engine) throws {
+        let harness = try ExpenseHarness(engine: engine)
         #expect(try harness.send(.initial, token: "").isTokenNoLongerValid)
         #expect(try harness.submit(validSubmit, token: "").isTokenNoLongerValid)
         #expect(try harness.store.count("SELECT count(*) FROM expense_sessions") == 0)
@@ -413,14 +416,14 @@ struct ExpenseFlowTests {
         impatient.close()
     }
 
-    @Test func racingIdenticalSubmitsStoreOneExpense() async throws {
-        let harness = try ExpenseHarness()
-        let path = harness.store.path
+    @Test(arguments: Engine.all) func racingIdenticalSubmitsStoreOneExpense(engine: Engine) async throws {
+        let harness = try ExpenseHarness(engine: engine)
+        let engineStore = harness.store.engineStore
         let flow = harness.flow
         let answers = try await withThrowingTaskGroup(of: FlowAnswer.self) { group in
             for _ in 0..<6 {
                 group.addTask {
-                    let database = try Database(path: path, migrations: ExpenseStore.migrations)
+                    let database = try engineStore.open(migrations: ExpenseStore.migrations)
                     defer { database.close() }
                     let request = FlowRequest(version: "3.0", action: .dataExchange, screen: "EXPENSE_FORM",
                                               data: validSubmit, flowToken: "race")
@@ -432,18 +435,20 @@ struct ExpenseFlowTests {
         }
         #expect(answers.count == 6)
         #expect(answers.allSatisfy { $0 == answers[0] })
-        #expect(answers.allSatisfy { $0.successParams?["expense_id"] == 1 })
-        #expect(try harness.store.count() == 1)
+        // (PostgreSQL may skip ids: an insert that lost the race used one.)
+        let stored = try ExpenseStore.list(database: harness.database)
+        #expect(stored.count == 1)
+        #expect(answers.allSatisfy { $0.successParams?["expense_id"] == .number(String(stored.first?.id ?? 0)) })
     }
 
-    @Test func racingDifferentSubmitsStoreOneExpense() async throws {
-        let harness = try ExpenseHarness()
-        let path = harness.store.path
+    @Test(arguments: Engine.all) func racingDifferentSubmitsStoreOneExpense(engine: Engine) async throws {
+        let harness = try ExpenseHarness(engine: engine)
+        let engineStore = harness.store.engineStore
         let flow = harness.flow
         let answers = try await withThrowingTaskGroup(of: FlowAnswer.self) { group in
             for amount in 1...6 {
                 group.addTask {
-                    let database = try Database(path: path, migrations: ExpenseStore.migrations)
+                    let database = try engineStore.open(migrations: ExpenseStore.migrations)
                     defer { database.close() }
                     let request = FlowRequest(version: "3.0", action: .dataExchange, screen: "EXPENSE_FORM",
                                               data: submit(["amount": .string(String(amount))]), flowToken: "race")
@@ -476,8 +481,8 @@ struct ExpenseFlowTests {
 
     // MARK: Operator listing and export
 
-    @Test func listIsNewestFirstWithLimitAndOffset() throws {
-        var harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func listIsNewestFirstWithLimitAndOffset(engine: Engine) throws {
+        var harness = try ExpenseHarness(engine: engine)
         for i in 1...5 {
             harness.now = expenseNoon + Int64(i)
             try harness.submit(submit(["amount": .string("\(i)")]), token: "t\(i)")
@@ -489,8 +494,8 @@ struct ExpenseFlowTests {
         #expect(try ExpenseStore.list(database: harness.database, limit: 10, offset: 9) == [])
     }
 
-    @Test func csvQuotesAndNeutralisesFormulas() throws {
-        let harness = try ExpenseHarness()
+    @Test(arguments: Engine.all) func csvQuotesAndNeutralisesFormulas(engine: Engine) throws {
+        let harness = try ExpenseHarness(engine: engine)
         let rows: [(String, JSONValue)] = [
             ("plain", "Team lunch"),
             ("=cmd", "Dinner, with \"friends\""),

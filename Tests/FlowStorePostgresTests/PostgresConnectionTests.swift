@@ -1,4 +1,5 @@
 @testable import FlowStorePostgres
+import PostgresTestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -1,5 +1,4 @@
 import FlowStorePostgres
-import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -8,31 +7,32 @@ import Musl
 #endif
 
 /// Why a test server could not be started or controlled (the command, its exit status and its output).
-struct TestServerError: Error, Sendable, CustomStringConvertible {
-    let description: String
+public struct TestServerError: Error, Sendable, CustomStringConvertible {
+    /// What failed.
+    public let description: String
 }
 
 /// A throwaway PostgreSQL server for the tests: `initdb` into a new folder under /tmp, listening on a free port of
 /// 127.0.0.1 and on a unix socket in that folder, scram-sha-256 everywhere, a role `flows` with a password owning a
 /// database `flows`. Run as the `postgres` system user (`runuser -u postgres --`) when the tests run as root, as
 /// the current user otherwise. The system cluster and /etc/postgresql are never touched.
-final class PostgresTestServer: Sendable {
+public final class PostgresTestServer: Sendable {
     /// The folder holding everything (data, socket, logs).
-    let directory: String
+    public let directory: String
     /// The TCP port on 127.0.0.1.
-    let port: Int
+    public let port: Int
     /// The `flows` role's password.
-    let password: String
+    public let password: String
     private let superPassword: String
     private let binaries: String
 
     /// `postgresql://flows:PASSWORD@127.0.0.1:PORT/flows`.
-    var url: String { "postgresql://flows:\(password)@127.0.0.1:\(port)/flows" }
+    public var url: String { "postgresql://flows:\(password)@127.0.0.1:\(port)/flows" }
     /// The unix socket folder.
-    var socketDirectory: String { directory + "/socket" }
+    public var socketDirectory: String { directory + "/socket" }
 
     /// The folder of `initdb` and `pg_ctl`: `PG_BINDIR`, else the newest /usr/lib/postgresql/N/bin.
-    static var binaries: String? {
+    public static var binaries: String? {
         if let configured = getenv("PG_BINDIR") { return String(cString: configured) }
         guard let folder = opendir("/usr/lib/postgresql") else { return nil }
         defer { closedir(folder) }
@@ -52,14 +52,14 @@ final class PostgresTestServer: Sendable {
 
     /// Whether a server can be started here. Under `CI=true` always true, so a machine that cannot start one
     /// fails the tests loudly instead of skipping them.
-    static var canStart: Bool {
+    public static var canStart: Bool {
         if let ci = getenv("CI"), String(cString: ci) == "true" { return true }
         guard let binaries, access(binaries + "/pg_ctl", X_OK) == 0 else { return false }
         return getuid() != 0 || getpwnam("postgres") != nil
     }
 
     /// Creates and starts a new server.
-    init() throws(TestServerError) {
+    public init() throws(TestServerError) {
         guard let binaries = PostgresTestServer.binaries else {
             throw TestServerError(description: "no PostgreSQL server binaries (install Debian's postgresql package, "
                 + "or set PG_BINDIR)")
@@ -108,21 +108,36 @@ final class PostgresTestServer: Sendable {
         admin.close()
     }
 
+    /// A new empty database owned by `flows` on this server, and its URL: tests that each need a schema of their
+    /// own (migrations, flows) use one each, so they run in parallel on the shared server.
+    public func freshDatabase() throws(TestServerError) -> String {
+        let name = "t_" + String(UInt64.random(in: .min ... .max), radix: 36)
+        do {
+            let admin = try PostgresConnection(
+                url: "postgresql://postgres:\(superPassword)@127.0.0.1:\(port)/postgres")
+            defer { admin.close() }
+            try admin.execute("CREATE DATABASE \(name) OWNER flows")
+        } catch {
+            throw TestServerError(description: "creating database \(name): \(error)")
+        }
+        return "postgresql://flows:\(password)@127.0.0.1:\(port)/\(name)"
+    }
+
     /// Starts the (stopped) server and waits until it accepts connections.
-    func start() throws(TestServerError) {
+    public func start() throws(TestServerError) {
         try run(["\(binaries)/pg_ctl", "-D", directory + "/data", "-l", directory + "/server.log", "-w", "-t", "60",
                  "-o", "-p \(port) -k \(socketDirectory) -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
     }
 
     /// Stops the server: `fast` (clients disconnected, a clean shutdown) or `immediate` (every server process
     /// quits at once, as in a crash; the next start recovers from the WAL).
-    func stop(immediate: Bool = false) throws(TestServerError) {
+    public func stop(immediate: Bool = false) throws(TestServerError) {
         try run(["\(binaries)/pg_ctl", "-D", directory + "/data", "-m", immediate ? "immediate" : "fast", "-w",
                  "stop"])
     }
 
     /// Stops the server if it runs and removes its folder.
-    func destroy() {
+    public func destroy() {
         if access(directory + "/data/postmaster.pid", F_OK) == 0 { try? stop(immediate: true) }
         _ = try? spawn(["/bin/rm", "-rf", directory], asServerUser: false)
     }
@@ -162,7 +177,7 @@ final class PostgresTestServer: Sendable {
     }
 
     /// A TCP port of 127.0.0.1 nothing listens on (free when asked).
-    static func freePort() throws(TestServerError) -> Int {
+    public static func freePort() throws(TestServerError) -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -179,7 +194,7 @@ final class PostgresTestServer: Sendable {
     }
 
     /// Writes `text` to a new file `path` with mode 0600.
-    static func write(_ path: String, _ text: String) throws(TestServerError) {
+    public static func write(_ path: String, _ text: String) throws(TestServerError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw TestServerError(description: "\(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -189,7 +204,7 @@ final class PostgresTestServer: Sendable {
         }
     }
 
-    static func read(_ path: String) throws(TestServerError) -> String {
+    public static func read(_ path: String) throws(TestServerError) -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw TestServerError(description: "\(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -205,7 +220,7 @@ final class PostgresTestServer: Sendable {
 }
 
 /// The server most tests share, started on first use and removed when the test process exits.
-enum SharedPostgres {
+public enum SharedPostgres {
     private static let server: Result<PostgresTestServer, TestServerError> = {
         do throws(TestServerError) {
             let server = try PostgresTestServer()
@@ -217,5 +232,5 @@ enum SharedPostgres {
     }()
 
     /// The shared server; a failure to start it fails the calling test with the reason.
-    static func get() throws(TestServerError) -> PostgresTestServer { try server.get() }
+    public static func get() throws(TestServerError) -> PostgresTestServer { try server.get() }
 }

@@ -1,0 +1,128 @@
+import Dispatch
+import PostgresTestSupport
+import Testing
+@testable import FlowCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `PostgresStore` itself, against the test server: what differs from SQLite and must still give the same answers.
+@Suite(.enabled(if: PostgresTestServer.canStart, "no PostgreSQL server binaries here (Debian's postgresql package)"))
+struct PostgresStoreTests {
+    @Test func placeholdersAreNumberedOutsideQuotes() {
+        #expect(PostgresStore.numbered("SELECT ?1, '?2', \"?3\", ?10 WHERE x = ?") == "SELECT $1, '?2', \"?3\", $10 WHERE x = ?")
+    }
+
+    /// PostgreSQL text cannot hold U+0000: the escape stores it whole, and text holding the escape mark itself
+    /// too; on both engines the same text comes back.
+    @Test(arguments: Engine.all) func textWithNULAndTheMarkComesBackWhole(engine: Engine) throws {
+        let store = try TestStore(engine, directory: temporaryDirectory())
+        let database = try store.open(migrations: [
+            Migration(id: "t-1", sqlite: "CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+                      postgres: "CREATE TABLE t (k text PRIMARY KEY, v text NOT NULL)"),
+        ])
+        defer { database.close() }
+        let mark = String(Unicode.Scalar(0xFDD0)!)  // U+FDD0, the escape's mark (a noncharacter)
+        let texts = ["a\u{0}b", "\u{0}", "mark \(mark) here", "\(mark)0", "\(mark)E\u{0}\(mark)", "plain", "",
+                     "emoji 👍 and ﬁ ligature"]
+        for (index, text) in texts.enumerated() {
+            try database.query("INSERT INTO t (k, v) VALUES (?1, ?2)", [.text("k\(index)\u{0}"), .text(text)])
+        }
+        for (index, text) in texts.enumerated() {
+            let rows = try database.query("SELECT k, v FROM t WHERE k = ?1", [.text("k\(index)\u{0}")])
+            #expect(rows == [[.text("k\(index)\u{0}"), .text(text)]])
+        }
+    }
+
+    /// The seat index decides the last seat under read committed: a second insert racing an uncommitted first
+    /// one waits for it, then adds nothing (the flow then reads again and answers "taken").
+    @Test func aRacingInsertOfTheLastSeatAddsNothing() throws {
+        let store = try TestStore(.postgres, directory: temporaryDirectory())
+        let first = try store.open(migrations: AppointmentStore.migrations)
+        defer { first.close() }
+        @Sendable func booking(_ token: String) -> AppointmentStore.NewBooking {
+            AppointmentStore.NewBooking(flowToken: token, department: "beauty", location: "1", date: "2026-03-02",
+                                        time: "11:30", startsAt: 1, utcOffsetSeconds: 0, name: "n", email: "e",
+                                        phone: "p", moreDetails: "")
+        }
+        let second = UnsafeSendable(try store.open(migrations: AppointmentStore.migrations))
+        defer { second.value.close() }
+        let done = DispatchSemaphore(value: 0)
+        let result = UnsafeSendable<Result<AppointmentBooking?, DatabaseError>?>(nil)
+        try first.writeTransaction { () throws(DatabaseError) in
+            #expect(try AppointmentStore.insert(first, booking("a"), capacity: 1, now: 1)?.flowToken == "a")
+            DispatchQueue.global().async {
+                do throws(DatabaseError) {
+                    result.value = .success(try AppointmentStore.insert(second.value, booking("b"), capacity: 1,
+                                                                        now: 1))
+                } catch {
+                    result.value = .failure(error)
+                }
+                done.signal()
+            }
+            // Give the second insert time to reach the index and wait on this transaction's row.
+            usleep(200_000)
+        }
+        done.wait()
+        #expect(try #require(result.value).get() == nil)
+        #expect(try AppointmentStore.bookedCount(first, department: "beauty", location: "1", date: "2026-03-02",
+                                                 time: "11:30") == 1)
+    }
+
+    /// Hosts starting together on an empty database: every connection opens, each migration is applied once.
+    @Test func migrationsApplyOnceWhenHostsStartTogether() async throws {
+        let store = try TestStore(.postgres, directory: temporaryDirectory())
+        let migrations = AppointmentStore.migrations + ExpenseStore.migrations + WebhookStore.migrations
+            + Retention.migrations
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<6 {
+                group.addTask { try store.open(migrations: migrations).close() }
+            }
+            try await group.waitForAll()
+        }
+        let database = try store.open(migrations: [])
+        defer { database.close() }
+        let applied = try database.query("SELECT id FROM schema_migrations ORDER BY id").compactMap { $0.first?.string }
+        #expect(applied == migrations.map(\.id).sorted())
+    }
+
+    /// A read-only connection refuses a database without every migration, naming the missing one.
+    @Test func readOnlyRefusesAnUnmigratedDatabase() throws {
+        let store = try TestStore(.postgres, directory: temporaryDirectory())
+        try store.open(migrations: ExpenseStore.migrations).close()
+        #expect(throws: DatabaseError.self) {
+            try store.open(migrations: ExpenseStore.migrations + AppointmentStore.migrations, access: .readOnly)
+        }
+        try store.open(migrations: ExpenseStore.migrations, access: .readOnly).close()
+    }
+
+    /// A server that is not there: the store still opens, every request that needs it is unavailable (503), the
+    /// readiness says why without the password, and the same store serves once the server is up.
+    @Test func anAbsentServerIsUnavailableThenServes() throws {
+        let server = try PostgresTestServer()
+        defer { server.destroy() }
+        try server.stop()
+        let database = try Database.postgres(url: server.url, migrations: ExpenseStore.migrations)
+        defer { database.close() }
+        let down = #expect(throws: DatabaseError.self) { try database.query("SELECT count(*) FROM expenses") }
+        #expect(down?.isUnavailable == true)
+        let problem = try #require(database.readinessProblem())
+        #expect(problem.contains("unavailable") && !problem.contains(server.password), "\(problem)")
+        try server.start()
+        // The reconnect interval (250 ms) passes before the next attempt.
+        usleep(300_000)
+        #expect(try database.query("SELECT count(*) FROM expenses") == [[.integer(0)]])
+        #expect(database.readinessProblem() == nil)
+        // Stopped under an open connection, started again: a read recovers by itself.
+        try server.stop(immediate: true)
+        try server.start()
+        #expect(try database.query("SELECT count(*) FROM expenses") == [[.integer(0)]])
+    }
+}
+
+/// A value handed to another thread in a test that orders the accesses itself.
+final class UnsafeSendable<Value>: @unchecked Sendable {
+    var value: Value
+    init(_ value: Value) { self.value = value }
+}
