@@ -139,9 +139,11 @@ public final class Worker {
         signatureKeys = configuration.appSecrets.map { HMACSHA256(key: $0) }
         self.metrics = metrics ?? Metrics()
         slot = self.metrics.makeSlot()
-        if let path = configuration.databasePath {
-            let database = try Database(path: path, busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
-                                        migrations: configuration.migrations, fileGroup: configuration.databaseGroup)
+        if let location = configuration.database {
+            let database = try location.open(migrations: configuration.migrations,
+                                             busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
+                                             deadlineMilliseconds: configuration.runtime.requestDeadlineMilliseconds,
+                                             fileGroup: configuration.databaseGroup)
             self.database = database
             slot.connection.withLock { $0 = database.interruptHandle }
         } else {

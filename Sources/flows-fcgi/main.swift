@@ -125,7 +125,7 @@ func run() -> Int32 {
         "on": mode.description, "threads": String(options.threads),
         "processes": String(max(options.processes, 1)), "keys": String(configuration.keys.count),
         "flows": configuration.flows.keys.sorted().joined(separator: ","),
-        "database": configuration.databasePath ?? "none",
+        "database": configuration.database?.shown ?? "none",
     ])
     // One serving process: worker threads, the callback delivery thread when CALLBACK_URL is set, and the
     // automatic purge thread (RETENTION_DAYS).

@@ -65,12 +65,33 @@ struct ConfigTests {
 
     @Test func invalidValuesAreStartupErrors() {
         let base = ["APP_SECRET": "s", "PRIVATE_KEY_FILE": keys + "/pkcs1.pem"]
-        for (key, value) in [("DATABASE_URL", "postgres://x"), ("DATABASE_URL", "sqlite:relative.db"),
+        for (key, value) in [("DATABASE_URL", "mysql://x"), ("DATABASE_URL", "sqlite:relative.db"),
                              ("LOG_LEVEL", "loud"), ("MAX_BODY_BYTES", "lots"), ("MAX_BODY_BYTES", "1")] {
             var values = base
             values[key] = value
             let error = #expect(throws: ConfigError.self) { try load(values) }
             #expect(error?.description.contains(key) == true)
+        }
+    }
+
+    /// `DATABASE_URL` names SQLite or PostgreSQL (either scheme); the password file goes with PostgreSQL only.
+    @Test func databaseURLNamesTheEngine() throws {
+        let base = ["APP_SECRET": "s", "PRIVATE_KEY_FILE": keys + "/pkcs1.pem"]
+        for url in ["postgresql://flows@db:5432/flows?sslmode=require", "postgres://flows:pw@[::1]/flows"] {
+            var values = base
+            values["DATABASE_URL"] = url
+            values["DATABASE_PASSWORD_FILE"] = "/etc/flows-fcgi/db-password"
+            let configuration = try load(values)
+            #expect(configuration.database == .postgres(url: url, passwordFile: "/etc/flows-fcgi/db-password"))
+            #expect(configuration.databasePath == nil)
+            #expect(configuration.database?.shown.contains("pw") == false)
+        }
+        for (url, file) in [("postgresql://db/flows", "relative/password"), ("sqlite:/var/lib/f.db", "/etc/pw")] {
+            var values = base
+            values["DATABASE_URL"] = url
+            values["DATABASE_PASSWORD_FILE"] = file
+            let error = #expect(throws: ConfigError.self) { try load(values) }
+            #expect(error?.description.contains("DATABASE_PASSWORD_FILE") == true)
         }
     }
 
@@ -134,7 +155,9 @@ struct ConfigTests {
     @Test func configurationErrorsNeverQuoteASecret() {
         let base = ["PRIVATE_KEY_FILE": keys + "/pkcs8.pem", "APP_SECRET": "s"]
         for (extra, named) in [
-            (["DATABASE_URL": "postgres://flows:hunter2@db/flows"], "DATABASE_URL=postgres://flows:<hidden>@db/flows"),
+            (["DATABASE_URL": "mysql://flows:hunter2@db/flows"], "DATABASE_URL=mysql://flows:<hidden>@db/flows"),
+            (["DATABASE_URL": "postgres://flows:hunter2@db/flows", "DATABASE_PASSWORD_FILE": "pw"],
+             "DATABASE_PASSWORD_FILE=pw"),
             (["APP_SECRET": "hunter2 x"], "APP_SECRET (value not shown)"),
             (["APP_SECRET_PREVIOUS": "hunter2\t"], "APP_SECRET_PREVIOUS (value not shown)"),
             (["VERIFY_TOKEN": "hunter2\r"], "VERIFY_TOKEN (value not shown)"),

@@ -15,11 +15,12 @@ final class FormHarness {
     private var checkers: [String: FlowJSONChecker] = [:]
 
     /// Serves `folder` (default: the shipped `flows/`).
-    init(folder: String = repositoryRoot + "/flows", _ extra: [String: String?] = [:]) throws {
+    init(folder: String = repositoryRoot + "/flows", _ extra: [String: String?] = [:],
+         engine: Engine = .sqlite) throws {
         self.folder = folder
         var settings = extra
         settings["FLOWS_DIR"] = folder
-        base = try WebhookHarness(settings)
+        base = try WebhookHarness(settings, engine: engine)
     }
 
     var database: Database { base.database }
@@ -102,8 +103,8 @@ let surveyFlowJSON = """
         return directory
     }
 
-    @Test func aFlowWrittenHereIsWalkedValidatedStoredAndReadBack() throws {
-        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON, "README.md": "not a flow"]))
+    @Test(arguments: Engine.all) func aFlowWrittenHereIsWalkedValidatedStoredAndReadBack(engine: Engine) throws {
+        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON, "README.md": "not a flow"]), engine: engine)
         let entry = try h.call("survey", "INIT", token: "tok-survey-1")
         #expect(entry.answer["screen"] == "ASK")
         #expect(try h.count("SELECT count(*) FROM form_sessions") == 0)  // INIT stores nothing
@@ -146,8 +147,8 @@ let surveyFlowJSON = """
         #expect(h.base.get("/api/submissions", "flow=survey", authorization: nil).status == 401)
     }
 
-    @Test func everyCatalogFlowIsWalkedEndToEnd() throws {
-        let h = try FormHarness()
+    @Test(arguments: Engine.all) func everyCatalogFlowIsWalkedEndToEnd(engine: Engine) throws {
+        let h = try FormHarness(engine: engine)
         let today = CalendarDay.today(now: appointmentMonday)
 
         try h.call("calendar-preferences", "INIT", token: "cal-1")
@@ -204,8 +205,8 @@ let surveyFlowJSON = """
         #expect(try h.count("SELECT count(*) FROM form_submissions") == 3)
     }
 
-    @Test func theFeedbackBranchGoesBothWays() throws {
-        let h = try FormHarness()
+    @Test(arguments: Engine.all) func theFeedbackBranchGoesBothWays(engine: Engine) throws {
+        let h = try FormHarness(engine: engine)
         for (token, followUp) in [("fb-yes", "yes"), ("fb-no", "no")] {
             #expect(try h.call("feedback", "INIT", token: token).answer["screen"] == "FEEDBACK_RATING")
             try h.step("feedback", "FEEDBACK_RATING", ["rating": "6", "comments": ""], token: token,
@@ -238,8 +239,8 @@ let surveyFlowJSON = """
         try h.step("survey", "ASK", ["nickname": "Bo", "email": "bo@example.com"], token: token, shows: "CONFIRM")
     }
 
-    @Test func aRetriedFinalSubmitGetsTheSameSuccessAndStoresOnce() throws {
-        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]))
+    @Test(arguments: Engine.all) func aRetriedFinalSubmitGetsTheSameSuccessAndStoresOnce(engine: Engine) throws {
+        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]), engine: engine)
         try started(h, token: "tok-retry")
         let first = try h.submit("survey", "CONFIRM", token: "tok-retry")
         let again = try h.submit("survey", "CONFIRM", token: "tok-retry")
@@ -272,8 +273,8 @@ let surveyFlowJSON = """
         #expect(changed.status == 427)
     }
 
-    @Test func theSubmissionsCommandListsAndExportsCSV() throws {
-        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]))
+    @Test(arguments: Engine.all) func theSubmissionsCommandListsAndExportsCSV(engine: Engine) throws {
+        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]), engine: engine)
         try h.call("survey", "INIT", token: "tok-csv")
         try h.step("survey", "ASK", ["nickname": "=1+2", "email": "e@example.com"], token: "tok-csv",
                    shows: "CONFIRM")
@@ -296,8 +297,8 @@ let surveyFlowJSON = """
         }
     }
 
-    @Test func anExpiredTokenGets427() throws {
-        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]))
+    @Test(arguments: Engine.all) func anExpiredTokenGets427(engine: Engine) throws {
+        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]), engine: engine)
         try started(h, token: "tok-old")
         let hours = Int64(24 * 3600)
         let late = try h.call("survey", "data_exchange", screen: "CONFIRM", token: "tok-old",
@@ -311,8 +312,8 @@ let surveyFlowJSON = """
         #expect(params["screen"] == "SUCCESS")
     }
 
-    @Test func formSessionHoursIsASetting() throws {
-        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]), ["FORM_SESSION_HOURS": "1"])
+    @Test(arguments: Engine.all) func formSessionHoursIsASetting(engine: Engine) throws {
+        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]), ["FORM_SESSION_HOURS": "1"], engine: engine)
         try started(h, token: "tok-hour")
         #expect(try h.call("survey", "data_exchange", screen: "CONFIRM", token: "tok-hour",
                            now: appointmentMonday + 3600).status == 427)
@@ -321,15 +322,15 @@ let surveyFlowJSON = """
         }
     }
 
-    @Test func skippingAheadWithoutTheEarlierScreensStoresNothing() throws {
-        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]))
+    @Test(arguments: Engine.all) func skippingAheadWithoutTheEarlierScreensStoresNothing(engine: Engine) throws {
+        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]), engine: engine)
         let skipped = try h.call("survey", "data_exchange", screen: "CONFIRM", token: "tok-skip")
         #expect(skipped.status == 427, "skipping ahead is refused without a backward transition")
         #expect(try h.count("SELECT count(*) FROM form_submissions") == 0)
     }
 
-    @Test func purgeRemovesTheValuesAndKeepsATombstone() throws {
-        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]))
+    @Test(arguments: Engine.all) func purgeRemovesTheValuesAndKeepsATombstone(engine: Engine) throws {
+        let h = try FormHarness(folder: Self.folder(["survey.json": surveyFlowJSON]), engine: engine)
         try started(h, token: "tok-purged")
         _ = try h.submit("survey", "CONFIRM", token: "tok-purged")
         try started(h, token: "tok-open")
@@ -372,8 +373,8 @@ let surveyFlowJSON = """
         #expect(stats["flows"]?["survey"] == ["started": 1, "completed": 1, "confirmed": 1])
     }
 
-    @Test func statsAndMetricsListEveryServedFlow() throws {
-        let h = try FormHarness()
+    @Test(arguments: Engine.all) func statsAndMetricsListEveryServedFlow(engine: Engine) throws {
+        let h = try FormHarness(engine: engine)
         try h.call("feedback", "INIT", token: "fb-m")
         try h.step("feedback", "FEEDBACK_RATING", ["rating": "5", "comments": ""], token: "fb-m",
                    shows: "FEEDBACK_FOLLOW_UP")

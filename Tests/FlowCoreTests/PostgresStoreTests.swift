@@ -121,6 +121,36 @@ struct PostgresStoreTests {
     }
 }
 
+/// The same, through the endpoint: while PostgreSQL is down a flow answers 503 (never 500) and `/health/ready`
+/// says why (no password); once it is back the same worker serves again, without a restart.
+@Suite(.enabled(if: PostgresTestServer.canStart, "no PostgreSQL server binaries here (Debian's postgresql package)"))
+struct PostgresEndpointTests {
+    @Test func aStoppedServerIs503ThenServesAgain() throws {
+        let server = try PostgresTestServer()
+        defer { server.destroy() }
+        let harness = try WebhookHarness(["DATABASE_URL": server.url])
+        try harness.exchange("expense", "INIT", token: "pg-down-1")
+        try server.stop(immediate: true)
+        let call = ClientCall(["version": "3.0", "action": "INIT", "screen": "", "data": [:],
+                               "flow_token": "pg-down-2"])
+        for _ in 0..<3 {
+            let response = harness.endpoint.handle(call.request(path: "/flows/expense"), worker: harness.worker)
+            #expect(response.status == 503)
+        }
+        let ready = harness.endpoint.handle(EndpointRequest(method: "GET", path: "/health/ready", params: [],
+                                                            body: []), worker: harness.worker)
+        let reason = String(decoding: ready.body, as: UTF8.self)
+        #expect(ready.status == 503 && reason.contains("not ready: the database is unavailable"), "\(reason)")
+        #expect(!reason.contains(server.password))
+        try server.start()
+        usleep(300_000)  // the reconnect interval
+        let again = try harness.exchange("expense", "INIT", token: "pg-down-3")
+        #expect(again["screen"] == "EXPENSE_FORM")
+        #expect(harness.endpoint.handle(EndpointRequest(method: "GET", path: "/health/ready", params: [], body: []),
+                                        worker: harness.worker).status == 200)
+    }
+}
+
 /// A value handed to another thread in a test that orders the accesses itself.
 final class UnsafeSendable<Value>: @unchecked Sendable {
     var value: Value

@@ -19,12 +19,13 @@ final class WebhookHarness {
     let logPath: String
 
     init(_ extra: [String: String?] = [:], flows: [FlowFactory] = [AppointmentFlow.factory, ExpenseFlow.factory],
-         now: Int64 = appointmentMonday) throws {
+         now: Int64 = appointmentMonday, engine: Engine = .sqlite) throws {
         directory = temporaryDirectory()
         logPath = directory + "/responder.log"
         var values = [
             "APP_SECRET": "secret", "APP_SECRET_PREVIOUS": "old-secret",
-            "PRIVATE_KEY_FILE": fixturesDirectory + "/keys/pkcs8.pem", "DATABASE_URL": "sqlite:\(directory)/flows.db",
+            "PRIVATE_KEY_FILE": fixturesDirectory + "/keys/pkcs8.pem",
+            "DATABASE_URL": try TestStore(engine, directory: directory).databaseURL,
             "VERIFY_TOKEN": "verify me", "API_TOKEN": webhookAPIToken,
         ]
         for (key, value) in extra { values[key] = value }
@@ -171,8 +172,8 @@ func bodyText(_ response: EndpointResponse) -> String { String(decoding: respons
 
 @Suite("Webhook verification handshake")
 struct WebhookHandshakeTests {
-    @Test func matchingTokenEchoesTheChallenge() throws {
-        let harness = try WebhookHarness()
+    @Test(arguments: Engine.all) func matchingTokenEchoesTheChallenge(engine: Engine) throws {
+        let harness = try WebhookHarness(engine: engine)
         let ok = harness.get("/x/webhook", "hub.mode=subscribe&hub.verify_token=verify+me&hub.challenge=1158201444",
                              authorization: nil)
         #expect(ok.status == 200)
@@ -183,8 +184,8 @@ struct WebhookHandshakeTests {
         #expect(bodyText(escaped) == "a+b c")
     }
 
-    @Test func otherTokensAndModesAreRefused() throws {
-        let harness = try WebhookHarness()
+    @Test(arguments: Engine.all) func otherTokensAndModesAreRefused(engine: Engine) throws {
+        let harness = try WebhookHarness(engine: engine)
         for query in ["hub.mode=subscribe&hub.verify_token=verify+you&hub.challenge=1",
                       "hub.mode=unsubscribe&hub.verify_token=verify+me&hub.challenge=1",
                       "hub.mode=subscribe&hub.challenge=1", ""] {
@@ -195,8 +196,8 @@ struct WebhookHandshakeTests {
             == 400)
     }
 
-    @Test func withoutVerifyTokenEveryHandshakeIsRefused() throws {
-        let harness = try WebhookHarness(["VERIFY_TOKEN": nil])
+    @Test(arguments: Engine.all) func withoutVerifyTokenEveryHandshakeIsRefused(engine: Engine) throws {
+        let harness = try WebhookHarness(["VERIFY_TOKEN": nil], engine: engine)
         for token in ["", "verify+me", "anything"] {
             let response = harness.get("/webhook", "hub.mode=subscribe&hub.verify_token=\(token)&hub.challenge=7",
                                        authorization: nil)
@@ -204,8 +205,8 @@ struct WebhookHandshakeTests {
         }
     }
 
-    @Test func otherMethodsGet405() throws {
-        let harness = try WebhookHarness()
+    @Test(arguments: Engine.all) func otherMethodsGet405(engine: Engine) throws {
+        let harness = try WebhookHarness(engine: engine)
         for method in ["PUT", "DELETE", "HEAD"] {
             let response = harness.get("/webhook", "", authorization: nil, method: method)
             #expect(response.status == 405)
@@ -228,8 +229,8 @@ struct WebhookHandshakeTests {
 
 @Suite("Webhook deliveries")
 struct WebhookDeliveryTests {
-    @Test func signedBatchWithSeveralEntriesChangesAndKinds() throws {
-        let harness = try WebhookHarness()
+    @Test(arguments: Engine.all) func signedBatchWithSeveralEntriesChangesAndKinds(engine: Engine) throws {
+        let harness = try WebhookHarness(engine: engine)
         let body = Hook.body([
             [
                 Hook.messages([Hook.text("wamid.1", "Hi there"),
@@ -270,8 +271,8 @@ struct WebhookDeliveryTests {
         #expect(log.contains("route=webhook") || log.contains("\"route\":\"webhook\""))
     }
 
-    @Test func sameMessageDeliveredThreeTimesIsStoredOnce() throws {
-        let harness = try WebhookHarness()
+    @Test(arguments: Engine.all) func sameMessageDeliveredThreeTimesIsStoredOnce(engine: Engine) throws {
+        let harness = try WebhookHarness(engine: engine)
         let body = Hook.body(Hook.messages([Hook.flowReply("wamid.same", params: ["flow_token": "tok-1"])],
                                            statuses: [Hook.status("wamid.out", "read")]),
                              Hook.flowsAlert("FLOW_STATUS_CHANGE"))
@@ -292,8 +293,8 @@ struct WebhookDeliveryTests {
         #expect(warnings.count == 1)
     }
 
-    @Test func signatureIsChecked() throws {
-        let harness = try WebhookHarness()
+    @Test(arguments: Engine.all) func signatureIsChecked(engine: Engine) throws {
+        let harness = try WebhookHarness(engine: engine)
         let body = Hook.body(Hook.messages([Hook.text("wamid.1")]))
         #expect(harness.post(body, secret: "wrong").status == 401)
         #expect(harness.post(body, secret: nil).status == 401)
@@ -328,8 +329,8 @@ struct WebhookDeliveryTests {
         #expect(bodyText(response).hasPrefix("malformed webhook"))
     }
 
-    @Test func aBadMessageLateInTheBatchStoresNothing() throws {
-        let harness = try WebhookHarness()
+    @Test(arguments: Engine.all) func aBadMessageLateInTheBatchStoresNothing(engine: Engine) throws {
+        let harness = try WebhookHarness(engine: engine)
         let badReply: JSONValue = ["from": "1", "id": "wamid.bad", "timestamp": "1", "type": "interactive",
                                    "interactive": ["type": "nfm_reply",
                                                    "nfm_reply": ["name": "flow", "response_json": "{not json"]]]
@@ -345,8 +346,8 @@ struct WebhookDeliveryTests {
         }
     }
 
-    @Test func bodiesAboveTheWebhookCapAre413() throws {
-        let harness = try WebhookHarness(["WEBHOOK_MAX_BODY_BYTES": "2048", "MAX_BODY_BYTES": "1024"])
+    @Test(arguments: Engine.all) func bodiesAboveTheWebhookCapAre413(engine: Engine) throws {
+        let harness = try WebhookHarness(["WEBHOOK_MAX_BODY_BYTES": "2048", "MAX_BODY_BYTES": "1024"], engine: engine)
         let big = Hook.body(Hook.messages([Hook.text("wamid.big", String(repeating: "x", count: 2100))]))
         #expect(harness.post(big).status == 413)
         // Between MAX_BODY_BYTES and the webhook cap is fine for the webhook.
@@ -532,8 +533,8 @@ struct ReadAPITests {
         #expect(nothing["messages_per_sender"] == [])
     }
 
-    @Test func expensesAndBookings() throws {
-        let harness = try WebhookHarness()
+    @Test(arguments: Engine.all) func expensesAndBookings(engine: Engine) throws {
+        let harness = try WebhookHarness(engine: engine)
         for i in 1...3 {
             try harness.exchange("expense", "INIT", token: "exp-\(i)")
             try harness.exchange("expense", "data_exchange", screen: ExpenseFlow.formScreen,

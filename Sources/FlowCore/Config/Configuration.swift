@@ -1,3 +1,5 @@
+import FlowStorePostgres
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -10,7 +12,7 @@ public struct Configuration: Sendable {
     public static let coreSettingNames: [String] = [
         "APP_SECRET", "APP_SECRET_PREVIOUS", "PRIVATE_KEY", "PRIVATE_KEY_FILE", "PASSPHRASE", "PASSPHRASE_FILE",
         "DATABASE_URL", "DATABASE_GROUP", "LOG_LEVEL", "LOG_FILE", "MAX_BODY_BYTES", "SIGNATURE_CHECK",
-        "DATABASE_BUSY_TIMEOUT_MS", "FLOWS_DIR",
+        "DATABASE_BUSY_TIMEOUT_MS", "DATABASE_PASSWORD_FILE", "FLOWS_DIR",
     ] + WebhookSettings.settingNames + Retention.settingNames + RuntimeSettings.settingNames + FormFlow.settingNames
 
     /// Every setting name known to the core and the registered flows.
@@ -24,8 +26,10 @@ public struct Configuration: Sendable {
     public let signatureCheck: Bool
     /// Private keys, newest first; each request is tried against each.
     public let keys: [PrivateKey]
-    /// SQLite file from `DATABASE_URL=sqlite:/path`, if configured.
-    public let databasePath: String?
+    /// Where the data lives (`DATABASE_URL`), if configured.
+    public let database: DatabaseLocation?
+    /// SQLite file from `DATABASE_URL=sqlite:/path`, if configured (`nil` for PostgreSQL).
+    public var databasePath: String? { database?.sqlitePath }
     /// `DATABASE_GROUP`: the group of a database file the responder creates (0640 instead of 0600), if any.
     public let databaseGroup: gid_t?
     /// How long a statement waits for another process's lock.
@@ -124,7 +128,7 @@ public struct Configuration: Sendable {
         }
         self.keys = keys
 
-        databasePath = try Configuration.databasePath(settings)
+        database = try Configuration.databaseLocation(settings)
         databaseGroup = try Configuration.databaseGroup(settings)
         busyTimeoutMilliseconds = Int32(try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000))
 
@@ -178,11 +182,36 @@ public struct Configuration: Sendable {
         servedFlows.append(flow)
     }
 
-    /// The SQLite path of `DATABASE_URL=sqlite:/path` (`nil` when unset), for the responder and operator commands.
+    /// The SQLite path of `DATABASE_URL=sqlite:/path` (`nil` when unset or PostgreSQL).
     public static func databasePath(_ settings: Settings) throws(ConfigError) -> String? {
+        try databaseLocation(settings)?.sqlitePath
+    }
+
+    /// `DATABASE_URL` (`nil` when unset), for the responder and operator commands: `sqlite:/absolute/path`, or a
+    /// PostgreSQL connection URI (`postgresql://` or `postgres://`, every libpq parameter accepted) with the
+    /// password in it, in `DATABASE_PASSWORD_FILE`, or in libpq's `PGPASSFILE`.
+    public static func databaseLocation(_ settings: Settings) throws(ConfigError) -> DatabaseLocation? {
         guard let url = settings["DATABASE_URL"] else { return nil }
+        if url.hasPrefix("postgresql://") || url.hasPrefix("postgres://") {
+            let passwordFile = settings["DATABASE_PASSWORD_FILE"]
+            if let passwordFile, !passwordFile.hasPrefix("/") {
+                throw ConfigError(setting: "DATABASE_PASSWORD_FILE", value: passwordFile, "give an absolute path")
+            }
+            // Parsed by libpq now (loaded only here), so a malformed URI stops startup rather than every request.
+            do throws(PostgresError) {
+                _ = try PostgresURL.parameters(url)
+            } catch {
+                throw ConfigError(setting: "DATABASE_URL", value: url, error.message)
+            }
+            return .postgres(url: url, passwordFile: passwordFile)
+        }
         guard url.hasPrefix("sqlite:") else {
-            throw ConfigError(setting: "DATABASE_URL", value: url, "only sqlite:/path/to/flows.db is supported")
+            throw ConfigError(setting: "DATABASE_URL", value: url,
+                              "expected sqlite:/path/to/flows.db or postgresql://user@host/dbname")
+        }
+        if settings["DATABASE_PASSWORD_FILE"] != nil {
+            throw ConfigError(setting: "DATABASE_PASSWORD_FILE", value: settings["DATABASE_PASSWORD_FILE"] ?? "",
+                              "only for a PostgreSQL DATABASE_URL")
         }
         var path = String(url.dropFirst("sqlite:".count))
         if path.hasPrefix("//") { path.removeFirst(2) }
@@ -190,7 +219,7 @@ public struct Configuration: Sendable {
             throw ConfigError(setting: "DATABASE_URL", value: url,
                               "give an absolute path, e.g. sqlite:/var/lib/flows-fcgi/flows.db")
         }
-        return path
+        return .sqlite(path: path)
     }
 
     /// The group id of `DATABASE_GROUP` (a group name or number; `nil` when unset), for every process that may

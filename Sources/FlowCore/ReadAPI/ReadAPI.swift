@@ -79,8 +79,9 @@ extension Endpoint {
                 pattern.append(c)
             }
             arguments.append(.text(pattern + "%"))
-            // LIKE is case-insensitive for ASCII letters only.
-            conditions.append("text LIKE ?\(arguments.count) ESCAPE '\\'")
+            // Case-insensitive for ASCII letters only: SQLite's LIKE, PostgreSQL's ILIKE on a COLLATE "C" column.
+            let like = database.dialect == .postgres ? "ILIKE" : "LIKE"
+            conditions.append("text \(like) ?\(arguments.count) ESCAPE '\\'")
         }
         let filter = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
         let total = try database.query("SELECT count(*) FROM webhook_messages" + filter, arguments)

@@ -243,6 +243,7 @@ final class PostgresStore: StoreConnection {
     /// and processes starting together apply each once (two concurrent `CREATE TABLE IF NOT EXISTS` can otherwise
     /// fail). PostgreSQL's DDL is transactional: a failed migration leaves nothing half-applied.
     private static func migrate(_ connection: PostgresConnection, _ migrations: [Migration]) throws(PostgresError) {
+        guard !migrations.isEmpty else { return }
         if let applied = try appliedMigrations(connection), migrations.allSatisfy({ applied.contains($0.id) }) {
             return
         }

@@ -50,12 +50,12 @@ enum CallbackDelivery {
     /// Starts the delivery thread of a FastCGI process, when a callback URL and a database are configured. It polls
     /// the outbox every second and stops when the process is asked to stop.
     static func start(configuration: Configuration, log: Logger) -> pthread_t? {
-        guard let target = configuration.webhook.callback, let path = configuration.databasePath else { return nil }
+        guard let target = configuration.webhook.callback, let location = configuration.database else { return nil }
         let timeout = configuration.busyTimeoutMilliseconds
         return startThread {
             let database: Database
             do {
-                database = try Database(path: path, busyTimeoutMilliseconds: timeout)
+                database = try location.open(busyTimeoutMilliseconds: timeout)
             } catch {
                 log.error("callback delivery cannot open the database", ["error": String(describing: error)])
                 return

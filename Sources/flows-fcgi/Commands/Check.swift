@@ -136,10 +136,11 @@ enum Check {
     }
 
     private static func database(_ configuration: Configuration, _ report: inout Report) {
-        guard let path = configuration.databasePath else {
+        guard let location = configuration.database else {
             report.problem("DATABASE_URL is not set: flows that store data answer 500 and /health/ready answers 503")
             return
         }
+        guard let path = location.sqlitePath else { return postgres(location, configuration, &report) }
         var info = stat()
         guard stat(path, &info) == 0 else {
             let reason = String(cString: strerror(errno))
@@ -175,25 +176,62 @@ enum Check {
             } else {
                 report.problem("database \(path) journal_mode is \(mode), WAL is required")
             }
-            let hasTable = try !database.query(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").isEmpty
-            let applied = hasTable
+        } catch {
+            report.problem("database \(path): cannot read its state: \(error.description)")
+        }
+        migrationState(database, path, configuration, &report)
+    }
+
+    /// A PostgreSQL `DATABASE_URL` (shown with its password hidden): the server answers, a write transaction can
+    /// be opened (rolled back), and the migrations' state.
+    private static func postgres(_ location: DatabaseLocation, _ configuration: Configuration,
+                                 _ report: inout Report) {
+        let shown = location.shown
+        let database: Database
+        do {
+            database = try location.open(deadlineMilliseconds: configuration.runtime.requestDeadlineMilliseconds,
+                                         access: .existing)
+        } catch {
+            report.problem("database \(shown) does not open: \(error.description)")
+            return
+        }
+        defer { database.close() }
+        if let problem = database.readinessProblem() {
+            report.problem("database \(shown): \(problem)")
+            return
+        }
+        report.ok("database \(shown) answers")
+        do {
+            try database.writeTransaction(commit: false) { () throws(DatabaseError) in
+                try database.execute("CREATE TABLE flows_fcgi_check_scratch (x bigint)")
+            }
+            report.ok("database \(shown) is writable (a write transaction was rolled back)")
+        } catch {
+            report.problem("database \(shown) is not writable: \(error.description)")
+        }
+        migrationState(database, shown, configuration, &report)
+    }
+
+    private static func migrationState(_ database: Database, _ shown: String, _ configuration: Configuration,
+                                       _ report: inout Report) {
+        do {
+            let applied = try database.hasTable("schema_migrations")
                 ? Set(try database.query("SELECT id FROM schema_migrations").compactMap { $0.first?.string }) : []
             let expected = configuration.migrations.map(\.id)
             let pending = expected.filter { !applied.contains($0) }
             let unknown = applied.subtracting(expected).sorted()
             if !unknown.isEmpty {
-                report.problem("database \(path) has migrations this version does not know "
+                report.problem("database \(shown) has migrations this version does not know "
                     + "(\(unknown.joined(separator: ", "))): it was written by a newer flows-fcgi")
             }
             if pending.isEmpty {
-                report.ok("database \(path): all \(expected.count) migrations applied")
+                report.ok("database \(shown): all \(expected.count) migrations applied")
             } else {
-                report.ok("database \(path): \(pending.count) of \(expected.count) migrations not applied yet "
+                report.ok("database \(shown): \(pending.count) of \(expected.count) migrations not applied yet "
                     + "(\(pending.joined(separator: ", "))); the responder applies them at startup")
             }
         } catch {
-            report.problem("database \(path): cannot read its state: \(error.description)")
+            report.problem("database \(shown): cannot read its state: \(error.description)")
         }
     }
 

@@ -102,13 +102,13 @@ enum Command {
     /// created) and the busy timeout, every flow's and the webhook tables' migrations applied or (read-only)
     /// required.
     static func openDatabase(_ settings: Settings, access: Database.Access) throws -> Database {
-        guard let path = try Configuration.databasePath(settings) else {
+        guard let location = try Configuration.databaseLocation(settings) else {
             throw CommandFailure(description: "DATABASE_URL is not set (in the environment or the --config file)")
         }
         let migrations = try servedFlows(settings).flatMap(\.migrations)
         let timeout = try settings.integer("DATABASE_BUSY_TIMEOUT_MS", default: 5000, range: 0...60000)
-        return try Database(path: path, busyTimeoutMilliseconds: Int32(timeout),
-                            migrations: migrations + WebhookStore.migrations + Metrics.migrations, access: access)
+        return try location.open(migrations: migrations + WebhookStore.migrations + Metrics.migrations,
+                                 busyTimeoutMilliseconds: Int32(timeout), access: access)
     }
 
     /// The flows the responder would serve with `settings` (each validating its settings), in order: what the

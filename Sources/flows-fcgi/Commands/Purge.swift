@@ -77,7 +77,7 @@ enum Purge {
     /// IMMEDIATE` claim, so one process purges per hour. It stops when the process is asked to stop.
     static func start(configuration: Configuration, log: Logger, firstCheckSeconds: Int = 5,
                       everySeconds: Int = 60) -> pthread_t? {
-        guard let path = configuration.databasePath, configuration.retentionDays > 0 else { return nil }
+        guard let location = configuration.database, configuration.retentionDays > 0 else { return nil }
         let days = configuration.retentionDays
         let flows = configuration.servedFlows
         let timeout = configuration.busyTimeoutMilliseconds
@@ -86,7 +86,7 @@ enum Purge {
             while pauseUnlessStopping(seconds: wait) {
                 wait = everySeconds
                 do {
-                    let database = try Database(path: path, busyTimeoutMilliseconds: timeout, brief: true)
+                    let database = try location.open(busyTimeoutMilliseconds: timeout, brief: true)
                     defer { database.close() }
                     guard let report = try Retention.purgeIfDue(database: database, flows: flows, days: days,
                                                                 now: Int64(time(nil)))
