@@ -16,6 +16,7 @@ import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -821,6 +822,67 @@ def no_personal_data_in_logs(tmp_path_factory):
 def pytest_sessionfinish(session, exitstatus):
     for d in processes_cleanup_dirs:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The store: one test definition, run on SQLite and on PostgreSQL (issue 18)
+# --------------------------------------------------------------------------------------------------------
+
+STORES = ["sqlite", "postgres"]
+
+
+class Store:
+    """Where a test's responders keep their data: a SQLite file in the test's folder, or a fresh database on the
+    session's PostgreSQL server (``pg_cluster``). ``database_url`` goes into ``DATABASE_URL``; ``rows`` reads
+    with the engine's own client, the values as Python ints, strs and Nones."""
+
+    def __init__(self, kind: str, workdir: Path, cluster=None):
+        self.kind = kind
+        self.workdir = workdir
+        self.cluster = cluster
+        if kind == "postgres":
+            self.name = "t_" + secrets.token_hex(6)
+            cluster.psql(f"CREATE DATABASE {self.name} OWNER flows", superuser=True)
+            self.database_url = f"postgresql://flows:{cluster.password}@127.0.0.1:{cluster.port}/{self.name}"
+        else:
+            self.database_url = f"sqlite:{workdir / 'flows.db'}"
+
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.workdir / "flows.db") as conn:
+                return conn.execute(sql, params).fetchall()
+        assert not params, "PostgreSQL rows() takes no parameters"
+        out = self.cluster.psql(sql, url=self.database_url, separator="\x1f", null="\\N")
+
+        def value(text: str):
+            if text == "\\N":
+                return None
+            return int(text) if text.lstrip("-").isdigit() else text
+        return [tuple(value(v) for v in line.split("\x1f")) for line in out.split("\n") if line]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One PostgreSQL server for the session (each test's ``Store`` gets a database of its own), stopped at the
+    end. Without the server binaries the PostgreSQL cases are skipped, except under CI=true, where they fail."""
+    from pgserver import PostgresServer, server_binaries
+    try:
+        server_binaries()
+    except RuntimeError as error:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(error))
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def make_store(kind: str, workdir: Path, request) -> Store:
+    """A ``Store`` of ``kind`` in ``workdir`` (the PostgreSQL cluster started on first use)."""
+    return Store(kind, workdir, request.getfixturevalue("pg_cluster") if kind == "postgres" else None)
 
 
 DEPLOYMENTS = ["nginx+spawn-fcgi", "lighttpd", "nginx+systemd", "nginx+listen-unix", "nginx+listen-tcp",

@@ -139,16 +139,19 @@ class PostgresServer:
         except (OSError, ValueError):
             return None
 
-    def psql(self, sql: str, superuser: bool = False, url: str | None = None) -> str:
-        """Runs ``sql`` with psql (unaligned, tuples only) as ``flows``, or as the superuser; fails on any error."""
+    def psql(self, sql: str, superuser: bool = False, url: str | None = None, separator: str = "|",
+             null: str = "") -> str:
+        """Runs ``sql`` with psql (unaligned, tuples only, fields split by ``separator``, NULL shown as ``null``) as
+        ``flows``, or as the superuser; fails on any error."""
         env = dict(os.environ)
         if superuser:
             env["PGPASSWORD"] = self._super_password
             target = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         else:
             target = url or self.url
-        done = subprocess.run([str(self.bin / "psql"), target, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                               "-c", sql], env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run([str(self.bin / "psql"), target, "-X", "-A", "-t", "-F", separator, "-P",
+                               f"null={null}", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                              env=env, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise RuntimeError(f"psql exited with {done.returncode}: {done.stderr.strip()}")
         return done.stdout.strip()

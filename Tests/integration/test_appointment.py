@@ -1,5 +1,6 @@
 """APPOINTMENT FLOW across processes: several single-threaded flows-fcgi processes (``--listen unix:`` with
-``--processes 4``) share one SQLite file, as spawn-fcgi or prefork deployments do.
+``--processes 4``) share one store, as spawn-fcgi or prefork deployments do: a SQLite file, then (the same tests)
+a PostgreSQL database.
 
 * Many clients race for the last seat of one slot: exactly one SUCCESS, every other confirm gets SUMMARY with an
   ``error_message``, one booking row.
@@ -29,9 +30,12 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    STORES,
     Processes,
+    Store,
     children_of,
     clean_env,
+    make_store,
     parse_cgi_output,
     serving_pids,
     start_listen,
@@ -189,10 +193,8 @@ def success_params(answer: dict) -> dict | None:
     return answer["data"]["extension_message_response"]["params"]
 
 
-def bookings(db: Path) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "SELECT id, flow_token, date, time, status FROM appointment_bookings ORDER BY id").fetchall()
+def bookings(store: Store) -> list[tuple]:
+    return store.rows("SELECT id, flow_token, date, time, status FROM appointment_bookings ORDER BY id")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -206,11 +208,12 @@ def write_catalog(workdir: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def prefork(binary, keys, app_secret, tmp_path_factory):
-    """4 single-threaded processes (``--processes 4``) on one unix socket, one SQLite file."""
+@pytest.fixture(scope="module", params=STORES)
+def prefork(request, binary, keys, app_secret, tmp_path_factory):
+    """4 single-threaded processes (``--processes 4``) on one unix socket, one store (SQLite, then PostgreSQL)."""
     workdir = tmp_path_factory.mktemp("appointment-prefork")
-    config = write_config(workdir / "flows.env", keys, app_secret, workdir,
+    store = make_store(request.param, workdir, request)
+    config = write_config(workdir / "flows.env", keys, app_secret, workdir, DATABASE_URL=store.database_url,
                           APPOINTMENT_CATALOG=str(write_catalog(workdir)), LOG_LEVEL="info")
     sock = workdir / "appointment.sock"
     processes = Processes()
@@ -224,7 +227,7 @@ def prefork(binary, keys, app_secret, tmp_path_factory):
         if status == 404:
             pytest.skip("the binary does not serve the appointment flow yet (ping got 404)")
         assert status == 200
-        yield {"client": client, "workers": workers, "db": workdir / "flows.db", "log": workdir / "responder.log"}
+        yield {"client": client, "workers": workers, "store": store, "log": workdir / "responder.log"}
     finally:
         processes.stop_all()
 
@@ -283,7 +286,7 @@ def test_processes_racing_for_the_last_seat_book_it_once(prefork, slot):
         assert "go back" in answer["data"]["error_message"], answer
     params = success_params(winners[0])
     assert params["time"] == slot and params["flow_token"] in tokens
-    rows = [row for row in bookings(prefork["db"]) if row[1].startswith(f"race-{run}-")]
+    rows = [row for row in bookings(prefork["store"]) if row[1].startswith(f"race-{run}-")]
     assert len(rows) == 1 and rows[0][0] == int(params["booking_id"]), rows
     assert len(served) >= 2, f"only {served} of {prefork['workers']} served the confirms"
     print(f"\n{racers} confirms for one seat through {len(served)} processes: {elapsed * 1000:.0f} ms")
@@ -309,7 +312,7 @@ def test_forty_concurrent_journeys_all_complete(prefork):
 
     assert len({p["booking_id"] for p in results}) == journeys
     assert len({p["time"] for p in results}) == journeys
-    rows = [row for row in bookings(prefork["db"]) if row[1].startswith(f"journey-{run}-")]
+    rows = [row for row in bookings(prefork["store"]) if row[1].startswith(f"journey-{run}-")]
     assert len(rows) == journeys
     print(f"\n{journeys} concurrent journeys ({journeys * 6} requests) through 4 processes: {elapsed:.2f} s")
 
@@ -330,10 +333,12 @@ def test_no_busy_error_ever_reached_a_client(prefork):
     assert "status=500" not in log, log[-2000:]
 
 
-def test_booking_acknowledged_with_success_survives_sigkill(binary, keys, app_secret, tmp_path):
+@pytest.mark.parametrize("kind", STORES)
+def test_booking_acknowledged_with_success_survives_sigkill(kind, request, binary, keys, app_secret, tmp_path):
     catalog = write_catalog(tmp_path)
-    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, APPOINTMENT_CATALOG=str(catalog))
-    db = tmp_path / "flows.db"
+    db = make_store(kind, tmp_path, request)
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, APPOINTMENT_CATALOG=str(catalog),
+                          DATABASE_URL=db.database_url)
     sock = tmp_path / "single.sock"
     processes = Processes()
     try:
@@ -351,7 +356,7 @@ def test_booking_acknowledged_with_success_survives_sigkill(binary, keys, app_se
         params = success_params(answer)
         assert params is not None, answer
 
-        # The killed process never closed its connection: the WAL is left behind and must hold the booking.
+        # The killed process never closed its connection (on SQLite the WAL is left behind): the booking is there.
         rows = bookings(db)
         assert rows == [(int(params["booking_id"]), token, params["date"], "15:45", "booked")], rows
 
