@@ -848,10 +848,14 @@ class Store:
             self.database_url = f"sqlite:{workdir / 'flows.db'}"
 
     def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """The rows of ``sql`` (also an UPDATE, with its changes committed), ``?`` bound to ``params``."""
         if self.kind == "sqlite":
             with sqlite3.connect(self.workdir / "flows.db") as conn:
                 return conn.execute(sql, params).fetchall()
-        assert not params, "PostgreSQL rows() takes no parameters"
+        parts = sql.split("?")
+        assert len(parts) == len(params) + 1, sql
+        literal = [str(p) if isinstance(p, int) else "'" + str(p).replace("'", "''") + "'" for p in params]
+        sql = "".join(part + (literal[i] if i < len(literal) else "") for i, part in enumerate(parts))
         out = self.cluster.psql(sql, url=self.database_url, separator="\x1f", null="\\N")
 
         def value(text: str):
@@ -859,6 +863,12 @@ class Store:
                 return None
             return int(text) if text.lstrip("-").isdigit() else text
         return [tuple(value(v) for v in line.split("\x1f")) for line in out.split("\n") if line]
+
+    def tables(self) -> list[str]:
+        """Every table of the schema."""
+        if self.kind == "sqlite":
+            return [name for (name,) in self.rows("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return [name for (name,) in self.rows("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
 
 
 @pytest.fixture(scope="session")

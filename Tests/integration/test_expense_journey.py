@@ -1,5 +1,5 @@
 """EXPENSE JOURNEY: a user fills in the expense form through nginx + spawn-fcgi (the shipped configs), with
-SQLite storage, as WhatsApp would drive it. The flow-specific names are in expense.py.
+SQLite storage, then the same on PostgreSQL, as WhatsApp would drive it. The flow-specific names are in expense.py.
 """
 
 from __future__ import annotations
@@ -9,17 +9,19 @@ import secrets
 import pytest
 
 import expense
-from conftest import Deployment, make_deployment, Processes
+from conftest import STORES, Deployment, Processes, make_deployment, make_store
 
 PATH = "/flows/" + expense.FLOW_NAME
 
 
-@pytest.fixture(scope="module")
-def nginx_deployment(binary, keys, app_secret, tmp_path_factory):
+@pytest.fixture(scope="module", params=STORES)
+def nginx_deployment(request, binary, keys, app_secret, tmp_path_factory):
     processes = Processes()
     try:
-        dep = make_deployment("nginx+spawn-fcgi", binary, keys, app_secret, tmp_path_factory.mktemp("expense"),
-                              processes)
+        workdir = tmp_path_factory.mktemp("expense")
+        store = make_store(request.param, workdir, request)
+        dep = make_deployment("nginx+spawn-fcgi", binary, keys, app_secret, workdir, processes,
+                              DATABASE_URL=store.database_url)
         yield dep
     finally:
         processes.stop_all()

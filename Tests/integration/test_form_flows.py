@@ -22,7 +22,6 @@ import json
 import re
 import secrets
 import shutil
-import sqlite3
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +30,8 @@ from pathlib import Path
 import pytest
 
 import flowjson
-from conftest import (Deployment, HttpResponse, Processes, clean_env, http_request, make_deployment, serving_pids,
-                      sign, write_config)
+from conftest import (STORES, Deployment, HttpResponse, Processes, clean_env, http_request, make_deployment,
+                      make_store, serving_pids, sign, write_config)
 
 API_TOKEN = "api-" + secrets.token_hex(16)
 CATALOG = ("feedback", "calendar-preferences", "schedule", "budget")
@@ -272,16 +271,20 @@ def shipped(binary, keys, app_secret, tmp_path_factory):
         processes.stop_all()
 
 
-@pytest.fixture(scope="module")
-def custom(binary, keys, app_secret, tmp_path_factory):
-    """TEST_FLOW alone in a temporary FLOWS_DIR, four spawn-fcgi processes; no automatic purge (RETENTION_DAYS 0)."""
+@pytest.fixture(scope="module", params=STORES)
+def custom(request, binary, keys, app_secret, tmp_path_factory):
+    """TEST_FLOW alone in a temporary FLOWS_DIR, four spawn-fcgi processes; no automatic purge (RETENTION_DAYS 0);
+    on SQLite, then on PostgreSQL (``dep.store``)."""
     workdir = tmp_path_factory.mktemp("forms-custom")
     folder = write_flows_dir(workdir / "flows")
     registered = flowjson.register(folder)
     processes = Processes()
     try:
-        yield start(binary, keys, app_secret, workdir, processes, children=4, FLOWS_DIR=str(folder),
-                    RETENTION_DAYS="0")
+        store = make_store(request.param, workdir, request)
+        dep = start(binary, keys, app_secret, workdir, processes, children=4, FLOWS_DIR=str(folder),
+                    RETENTION_DAYS="0", DATABASE_URL=store.database_url)
+        dep.store = store
+        yield dep
     finally:
         processes.stop_all()
         for flow in registered:
@@ -552,9 +555,7 @@ def test_a_screen_the_token_never_reached_is_not_submitted(custom):
 
 
 def stored_rows(dep: Deployment, token: str) -> list[tuple]:
-    with sqlite3.connect(dep.workdir / "flows.db") as conn:
-        return conn.execute("SELECT id, flow, values_json FROM form_submissions WHERE flow_token = ?",
-                            (token,)).fetchall()
+    return dep.store.rows("SELECT id, flow, values_json FROM form_submissions WHERE flow_token = ?", (token,))
 
 
 def test_racing_final_submits_store_one_submission(custom):
@@ -621,13 +622,9 @@ def test_a_completed_token_gets_427_for_anything_else(custom):
 
 def age(dep: Deployment, token: str, seconds: int) -> None:
     """Moves a token's session and submission ``seconds`` into the past."""
-    with sqlite3.connect(dep.workdir / "flows.db") as conn:
-        for table in ("form_sessions", "form_submissions"):
-            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-            for column in ("created_at", "updated_at"):
-                if column in columns:
-                    conn.execute(f"UPDATE {table} SET {column} = {column} - ? WHERE flow_token = ?",
-                                 (seconds, token))
+    for table, columns in (("form_sessions", ("created_at", "updated_at")), ("form_submissions", ("created_at",))):
+        for column in columns:
+            dep.store.rows(f"UPDATE {table} SET {column} = {column} - ? WHERE flow_token = ?", (seconds, token))
 
 
 def test_an_expired_token_gets_427(custom):
@@ -669,10 +666,9 @@ def test_purge_removes_submitted_values_and_the_token_stays_refused(custom, bina
     # The values are gone from the read API and from every table; the recent submission is untouched.
     left = submission_of(custom, TEST_NAME, token)
     assert left is None or not left["values"], left
-    with sqlite3.connect(custom.workdir / "flows.db") as conn:
-        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-            for row in conn.execute(f"SELECT * FROM \"{table}\"").fetchall():
-                assert steps["IT_PROFILE"]["name"] not in json.dumps(row, default=str), (table, row)
+    for table in custom.store.tables():
+        for row in custom.store.rows(f"SELECT * FROM \"{table}\""):
+            assert steps["IT_PROFILE"]["name"] not in json.dumps(row, default=str), (table, row)
     assert submission_of(custom, TEST_NAME, recent)["id"] == recent_params["submission_id"]
     # The old token still gets 427, never a new start, and nothing is stored again.
     for action, screen, data in [("INIT", "", {}), ("data_exchange", "IT_CONFIRM", steps["IT_CONFIRM"]),
@@ -718,10 +714,8 @@ def test_nfm_reply_confirms_the_submission(custom):
     after = stats(custom)["flows"][TEST_NAME]
     assert after["confirmed"] == before["confirmed"] + 1, (before, after)
     assert after["completed"] == before["completed"], (before, after)
-    with sqlite3.connect(custom.workdir / "flows.db") as conn:
-        confirmed = conn.execute("SELECT confirmed_at FROM form_submissions WHERE flow_token = ?",
-                                 (token,)).fetchone()
-    assert confirmed is not None and confirmed[0], confirmed
+    confirmed = custom.store.rows("SELECT confirmed_at FROM form_submissions WHERE flow_token = ?", (token,))
+    assert confirmed and confirmed[0][0], confirmed
     assert submission_of(custom, TEST_NAME, token)["confirmed"] is True
     # A token no flow holds is stored as a message and confirms nothing.
     other = nfm_reply({"flow_token": FormClient.token(), "flow": TEST_NAME}, "wamid.form-" + secrets.token_hex(6))

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, Processes, children_of, clean_env, fcgi_request, make_database, pid_alive,
-                      start_listen, start_spawn_fcgi, tail, wait_for_listener, wait_until, write_config)
+from conftest import (REPO, STORES, Processes, Store, children_of, clean_env, fcgi_request, make_database,
+                      make_store, pid_alive, start_listen, start_spawn_fcgi, tail, wait_for_listener, wait_until,
+                      write_config)
 
 DAY = 86400
 
@@ -26,38 +27,48 @@ def run(binary, config, *args: str) -> subprocess.CompletedProcess:
                           env=clean_env(), timeout=30)
 
 
-def seed(db: Path, now: int) -> None:
+def rows(db: Path | Store, sql: str, params: tuple = ()) -> list[tuple]:
+    """``sql`` on a SQLite file, or on a ``Store`` (SQLite or PostgreSQL)."""
+    if isinstance(db, Store):
+        return db.rows(sql, params)
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def seed(db: Path | Store, now: int) -> None:
     """Rows 100 days old and 1 day old in the booking, expense, session and webhook tables."""
-    with sqlite3.connect(db) as conn:
-        for age, tag in ((100 * DAY, "old"), (DAY, "new")):
-            at = now - age
-            conn.execute("INSERT INTO appointment_bookings (created_at, flow_token, department, location, date, "
-                         "time, starts_at, utc_offset, name, email, phone, more_details) VALUES "
-                         "(?, ?, 'beauty', '1', '2026-01-01', '10:00', ?, 0, 'Pat Person', 'pat@example.com', "
-                         "'+44 20 7946 0000', 'details')", (at, f"{tag}-booking", at))
-            conn.execute("INSERT INTO appointment_sessions (flow_token, created_at, updated_at, completed) "
-                         "VALUES (?, ?, ?, 1)", (f"{tag}-booking", at, at))
-            conn.execute("INSERT INTO expenses (created_at, flow_token, amount_minor, currency, category, "
-                         "description, expense_date) VALUES (?, ?, 1250, 'EUR', 'food', 'Lunch with Pat', "
-                         "'2026-01-01')", (at, f"{tag}-expense"))
-            conn.execute("INSERT INTO webhook_messages (id, sender, type, timestamp, text, raw, received_at) "
-                         "VALUES (?, '447700900123', 'text', ?, 'hello', '{}', ?)", (f"wamid.{tag}", at, at))
+    for age, tag in ((100 * DAY, "old"), (DAY, "new")):
+        at = now - age
+        rows(db, "INSERT INTO appointment_bookings (created_at, flow_token, department, location, date, "
+             "time, starts_at, utc_offset, name, email, phone, more_details) VALUES "
+             "(?, ?, 'beauty', '1', '2026-01-01', '10:00', ?, 0, 'Pat Person', 'pat@example.com', "
+             "'+44 20 7946 0000', 'details')", (at, f"{tag}-booking", at))
+        rows(db, "INSERT INTO appointment_sessions (flow_token, created_at, updated_at, completed) "
+             "VALUES (?, ?, ?, 1)", (f"{tag}-booking", at, at))
+        rows(db, "INSERT INTO expenses (created_at, flow_token, amount_minor, currency, category, "
+             "description, expense_date) VALUES (?, ?, 1250, 'EUR', 'food', 'Lunch with Pat', "
+             "'2026-01-01')", (at, f"{tag}-expense"))
+        rows(db, "INSERT INTO webhook_messages (id, sender, type, timestamp, text, raw, received_at) "
+             "VALUES (?, '447700900123', 'text', ?, 'hello', '{}', ?)", (f"wamid.{tag}", at, at))
 
 
-def counts(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        return {
-            "named": conn.execute("SELECT count(*) FROM appointment_bookings WHERE name != ''").fetchone()[0],
-            "bookings": conn.execute("SELECT count(*) FROM appointment_bookings").fetchone()[0],
-            "sessions": conn.execute("SELECT count(*) FROM appointment_sessions").fetchone()[0],
-            "described": conn.execute("SELECT count(*) FROM expenses WHERE description IS NOT NULL").fetchone()[0],
-            "messages": conn.execute("SELECT count(*) FROM webhook_messages").fetchone()[0],
-        }
+def counts(db: Path | Store) -> dict[str, int]:
+    def one(sql: str) -> int:
+        return rows(db, sql)[0][0]
+    return {
+        "named": one("SELECT count(*) FROM appointment_bookings WHERE name != ''"),
+        "bookings": one("SELECT count(*) FROM appointment_bookings"),
+        "sessions": one("SELECT count(*) FROM appointment_sessions"),
+        "described": one("SELECT count(*) FROM expenses WHERE description IS NOT NULL"),
+        "messages": one("SELECT count(*) FROM webhook_messages"),
+    }
 
 
-def test_purge_command_removes_old_personal_data_and_keeps_recent(binary, keys, app_secret, tmp_path):
-    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, RETENTION_DAYS="90")
-    db = tmp_path / "flows.db"
+@pytest.mark.parametrize("kind", STORES)
+def test_purge_command_removes_old_personal_data_and_keeps_recent(kind, request, binary, keys, app_secret, tmp_path):
+    db = make_store(kind, tmp_path, request)
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, RETENTION_DAYS="90",
+                          DATABASE_URL=db.database_url)
     make_database(binary, config, tmp_path)
     seed(db, int(time.time()))
 
@@ -81,9 +92,11 @@ def test_purge_command_removes_old_personal_data_and_keeps_recent(binary, keys, 
     assert bad.returncode == 2 and "--days" in bad.stderr and "RETENTION_DAYS" not in bad.stderr, bad.stderr
 
 
-def test_automatic_purge_runs_once_across_processes(binary, keys, app_secret, tmp_path):
-    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, RETENTION_DAYS="30")
-    db = tmp_path / "flows.db"
+@pytest.mark.parametrize("kind", STORES)
+def test_automatic_purge_runs_once_across_processes(kind, request, binary, keys, app_secret, tmp_path):
+    db = make_store(kind, tmp_path, request)
+    config = write_config(tmp_path / "flows.env", keys, app_secret, tmp_path, RETENTION_DAYS="30",
+                          DATABASE_URL=db.database_url)
     make_database(binary, config, tmp_path)
     seed(db, int(time.time()))
     processes = Processes()
@@ -92,8 +105,7 @@ def test_automatic_purge_runs_once_across_processes(binary, keys, app_secret, tm
                      extra_args=["--processes", "2"])
         wait_until(lambda: counts(db)["messages"] == 1, timeout=20, what="the automatic purge")
         assert counts(db) == {"named": 1, "bookings": 2, "sessions": 1, "described": 1, "messages": 1}
-        with sqlite3.connect(db) as conn:
-            last = conn.execute("SELECT value FROM maintenance WHERE name = 'last_purge_at'").fetchone()[0]
+        last = rows(db, "SELECT value FROM maintenance WHERE name = 'last_purge_at'")[0][0]
         assert abs(last - time.time()) < 60
         time.sleep(1)
         log = (tmp_path / "responder.log").read_text()

@@ -1,5 +1,6 @@
 """WEBHOOKS through nginx (the shipped snippet) and ``--listen unix:``: Meta's verification handshake, one
-signed delivery stored once however often it is sent, and the read API behind its bearer token.
+signed delivery stored once however often it is sent, and the read API behind its bearer token; on SQLite, then
+the same on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ import urllib.parse
 
 import pytest
 
-from conftest import Deployment, Processes, make_deployment, sign
+from conftest import STORES, Deployment, Processes, make_deployment, make_store, sign
 
 VERIFY_TOKEN = "verify-" + secrets.token_hex(8)
 API_TOKEN = "api-" + secrets.token_hex(16)
 
 
-@pytest.fixture(scope="module")
-def hooks(binary, keys, app_secret, tmp_path_factory):
+@pytest.fixture(scope="module", params=STORES)
+def hooks(request, binary, keys, app_secret, tmp_path_factory):
     processes = Processes()
     try:
-        dep = make_deployment("nginx+listen-unix", binary, keys, app_secret, tmp_path_factory.mktemp("webhooks"),
-                              processes, VERIFY_TOKEN=VERIFY_TOKEN, API_TOKEN=API_TOKEN)
+        workdir = tmp_path_factory.mktemp("webhooks")
+        store = make_store(request.param, workdir, request)
+        dep = make_deployment("nginx+listen-unix", binary, keys, app_secret, workdir, processes,
+                              VERIFY_TOKEN=VERIFY_TOKEN, API_TOKEN=API_TOKEN, DATABASE_URL=store.database_url)
         probe = dep.request("GET", "/webhook?hub.mode=subscribe&hub.verify_token=x&hub.challenge=1")
         if probe.status == 404:
             pytest.skip("the binary does not serve .../webhook yet (404)")
