@@ -193,8 +193,13 @@ def success_params(answer: dict) -> dict | None:
     return answer["data"]["extension_message_response"]["params"]
 
 
-def bookings(store: Store) -> list[tuple]:
-    return store.rows("SELECT id, flow_token, date, time, status FROM appointment_bookings ORDER BY id")
+def bookings(store: Store | Path) -> list[tuple]:
+    """The bookings in a ``Store``, or in a SQLite file."""
+    sql = "SELECT id, flow_token, date, time, status FROM appointment_bookings ORDER BY id"
+    if isinstance(store, Store):
+        return store.rows(sql)
+    with sqlite3.connect(store) as conn:
+        return conn.execute(sql).fetchall()
 
 
 # --------------------------------------------------------------------------------------------------------
