@@ -15,8 +15,8 @@ let appointmentMonday: Int64 = 1_772_438_400
 let appointmentHour: Int64 = 3600
 let appointmentDay: Int64 = 86_400
 
-/// An appointment flow on a fresh store (a SQLite file in a fresh temporary directory by default); every answer is checked against
-/// flows/appointment.json (declared data and routing).
+/// An appointment flow on a fresh store (a SQLite file in a fresh temporary directory by default); every answer
+/// is checked against flows/appointment.json (declared data and routing).
 final class AppointmentHarness {
     let directory: String
     let path: String
@@ -580,7 +580,8 @@ struct AppointmentFlowTests {
 
     // MARK: Slot taken between DETAILS and confirm, and BACK
 
-    @Test(arguments: Engine.all) func slotTakenBeforeConfirmAsksToGoBackThenBackOffersFreshTimes(engine: Engine) throws {
+    @Test(arguments: Engine.all)
+    func slotTakenBeforeConfirmAsksToGoBackThenBackOffersFreshTimes(engine: Engine) throws {
         let harness = try AppointmentHarness(engine: engine)
         for token in ["winner", "loser"] {
             try harness.initial(token)

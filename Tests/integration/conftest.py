@@ -836,11 +836,13 @@ class Store:
     session's PostgreSQL server (``pg_cluster``). ``database_url`` goes into ``DATABASE_URL``; ``rows`` reads
     with the engine's own client, the values as Python ints, strs and Nones."""
 
-    def __init__(self, kind: str, workdir: Path, cluster=None):
+    def __init__(self, kind: str, workdir: Path, cluster=None, database_url: str | None = None):
         self.kind = kind
         self.workdir = workdir
         self.cluster = cluster
-        if kind == "postgres":
+        if database_url:  # an existing database (the ``flows`` database of a server of the test's own)
+            self.database_url = database_url
+        elif kind == "postgres":
             self.name = "t_" + secrets.token_hex(6)
             cluster.psql(f"CREATE DATABASE {self.name} OWNER flows", superuser=True)
             self.database_url = f"postgresql://flows:{cluster.password}@127.0.0.1:{cluster.port}/{self.name}"

@@ -177,7 +177,9 @@ final class SQLiteConnection: StoreConnection {
                     }
                 }
             }
-            guard rc == SQLITE_OK else { throw fail(rc, "binding argument \(index) of \(SQLiteConnection.summary(sql))") }
+            guard rc == SQLITE_OK else {
+                throw fail(rc, "binding argument \(index) of \(SQLiteConnection.summary(sql))")
+            }
         }
         var rows: [[SQLValue]] = []
         while true {

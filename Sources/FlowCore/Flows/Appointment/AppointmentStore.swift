@@ -301,7 +301,7 @@ public enum AppointmentStore {
     static func insert(_ database: Database, _ new: NewBooking, capacity: Int, now: Int64)
         throws(DatabaseError) -> AppointmentBooking?
     {
-        try database.query("""
+        let rows = try database.query("""
             WITH RECURSIVE seats(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seats WHERE n < CAST(?13 AS BIGINT))
             INSERT INTO appointment_bookings (created_at, flow_token, department, location, date, time, starts_at,
                 utc_offset, name, email, phone, more_details, seat)
@@ -315,7 +315,8 @@ public enum AppointmentStore {
             """, [.integer(now), .text(new.flowToken), .text(new.department), .text(new.location),
                   .text(new.date), .text(new.time), .integer(new.startsAt),
                   .integer(Int64(new.utcOffsetSeconds)), .text(new.name), .text(new.email),
-                  .text(new.phone), .text(new.moreDetails), .integer(Int64(capacity))]).first.map(AppointmentStore.booking)
+                  .text(new.phone), .text(new.moreDetails), .integer(Int64(capacity))])
+        return rows.first.map(AppointmentStore.booking)
     }
 
     private static let columns = """
