@@ -70,6 +70,18 @@ struct PostgresStoreTests {
                                                  time: "11:30") == 1)
     }
 
+    /// A request past its deadline sends no more statements: unavailable (503), and the next request runs.
+    @Test func aStatementAfterTheDeadlineIsNotSent() throws {
+        let store = try TestStore(.postgres, directory: temporaryDirectory())
+        let database = try store.open(migrations: ExpenseStore.migrations)
+        defer { database.close() }
+        database.deadline = monotonicNanoseconds() - 1
+        let late = #expect(throws: DatabaseError.self) { try database.query("SELECT count(*) FROM expenses") }
+        #expect(late?.isUnavailable == true && late?.message.contains("REQUEST_DEADLINE_MS") == true)
+        database.deadline = 0
+        #expect(try database.query("SELECT count(*) FROM expenses") == [[.integer(0)]])
+    }
+
     /// Hosts starting together on an empty database: every connection opens, each migration is applied once.
     @Test func migrationsApplyOnceWhenHostsStartTogether() async throws {
         let store = try TestStore(.postgres, directory: temporaryDirectory())

@@ -12,8 +12,10 @@ import subprocess
 import threading
 import time
 
-from conftest import (Processes, clean_env, fcgi_request, free_port, make_deployment, sign, start_listen,
-                      wait_until, write_config)
+import pytest
+
+from conftest import (STORES, Processes, Store, clean_env, fcgi_request, free_port, make_deployment, make_store, sign,
+                      start_listen, wait_until, write_config)
 
 
 class Receiver:
@@ -52,24 +54,30 @@ def nfm_reply_webhook(params: dict, sender: str, message_id: str) -> tuple[dict,
 
 
 def outbox(db) -> list[tuple]:
+    """The outbox rows of a SQLite file or a ``Store``."""
+    sql = ("SELECT flow_token, attempts, CASE WHEN delivered_at IS NULL THEN 0 ELSE 1 END, last_error "
+           "FROM webhook_outbox")
+    if isinstance(db, Store):
+        return db.rows(sql)
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT flow_token, attempts, delivered_at IS NOT NULL, last_error FROM webhook_outbox"
-                            ).fetchall()
+        return conn.execute(sql).fetchall()
 
 
-def test_completion_forwarded_after_the_business_system_comes_back(binary, keys, app_secret, tmp_path):
+@pytest.mark.parametrize("kind", STORES)
+def test_completion_forwarded_after_the_business_system_comes_back(kind, request, binary, keys, app_secret,
+                                                                   tmp_path):
     port = free_port()  # nothing listens here yet: the first attempt is refused
     processes = Processes()
     receiver = None
     try:
+        db = make_store(kind, tmp_path, request)
         dep = make_deployment("nginx+listen-unix", binary, keys, app_secret, tmp_path, processes,
-                              CALLBACK_URL=f"http://127.0.0.1:{port}/flows/completed")
+                              CALLBACK_URL=f"http://127.0.0.1:{port}/flows/completed", DATABASE_URL=db.database_url)
         params = {"flow_token": "cb-" + str(port), "booking_id": 7}
         message, body = nfm_reply_webhook(params, "15550001234", f"wamid.cb-{port}")
         ok = dep.post_signed("/webhook", body)
         assert ok.status == 200, (ok.body, dep.logs())
 
-        db = tmp_path / "flows.db"
         rows = wait_until(lambda: [r for r in outbox(db) if r[1] >= 1] or None, 10, "a failed first attempt")
         token, attempts, delivered, error = rows[0]
         assert (token, delivered) == (params["flow_token"], 0)

@@ -147,6 +147,11 @@ final class PostgresStore: StoreConnection {
     }
 
     private func run(_ sql: String, _ arguments: [SQLValue]) throws(DatabaseError) -> [[SQLValue]] {
+        // Each statement is bounded by statement_timeout; a request of several stops at its deadline between them.
+        if deadline != 0, monotonicNanoseconds() >= deadline {
+            throw DatabaseError(outcome: .unavailable, sqlState: nil, message: "the request deadline passed "
+                + "(REQUEST_DEADLINE_MS)", context: "running a statement on \(location)")
+        }
         let connection = try connected()
         do throws(PostgresError) {
             let statement: PostgresStatement
