@@ -306,13 +306,14 @@ public final class Database {
         throws(DatabaseError) -> T
     {
         try ensureWritable()
-        try execute("BEGIN IMMEDIATE")
+        // Through the statement cache (`query`), not `execute`: prepared once, not parsed again for every transaction.
+        try query("BEGIN IMMEDIATE")
         do throws(DatabaseError) {
             let result = try body()
-            try execute(commit ? "COMMIT" : "ROLLBACK")
+            try query(commit ? "COMMIT" : "ROLLBACK")
             return result
         } catch {
-            try? execute("ROLLBACK")
+            _ = try? query("ROLLBACK")
             throw error
         }
     }
