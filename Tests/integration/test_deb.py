@@ -29,7 +29,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Processes, clean_env, free_port, pid_alive, tail, wait_for_listener, wait_until
+from conftest import (
+    REPO,
+    Processes,
+    clean_env,
+    free_port,
+    help_setting_names,
+    pid_alive,
+    tail,
+    unit_stop_hint,
+    wait_for_listener,
+    wait_until,
+)
 from flowclient import WhatsAppClient
 from test_appointment import PERSON, success_params
 
@@ -337,6 +348,9 @@ def test_installs_every_file_with_its_owner_and_mode(pkg):
     assert sorted(p.name for p in Path("/usr/share/flows-fcgi/flows").iterdir()) == shipped
     user = pwd.getpwnam("flows-fcgi")
     assert user.pw_uid < 1000 and user.pw_dir == str(STATE) and user.pw_shell.endswith("nologin"), user
+    # The env file lists every setting the installed binary knows, each once.
+    listed = re.findall(r"^#?([A-Z][A-Z0-9_]*)=", ENV.read_text(), re.M)
+    assert sorted(listed) == sorted(help_setting_names(Path("/usr/bin/flows-fcgi"))), listed
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", "flows-fcgi"]).stdout
     for path in (ENV, SNIPPET, LIGHTTPD_MODULE, Path("/etc/logrotate.d/flows-fcgi")):
         assert f" {path} " in conffiles, conffiles
@@ -367,22 +381,12 @@ def test_refuses_to_serve_before_it_is_configured_and_says_what_to_do(pkg):
     assert result.returncode == 78, result
     assert "APP_SECRET" in result.stderr, result.stderr
     # What the unit adds to the journal after an exit with status 78 (and only then).
-    hint = exec_stop_post(UNITS[1].read_text())
+    hint = unit_stop_hint(UNITS[1].read_text())
     told = run(["sh", "-c", hint], env={**clean_env(), "EXIT_STATUS": "78"}).stdout
     for step in ("runuser -u flows-fcgi -- flows-fcgi keygen --out /var/lib/flows-fcgi", str(ENV),
                  f"flows-fcgi check --config {ENV}", "systemctl enable --now flows-fcgi.socket"):
         assert step in told, told
     assert run(["sh", "-c", hint], env={**clean_env(), "EXIT_STATUS": "0"}).stdout == ""
-
-
-def exec_stop_post(unit: str) -> str:
-    """The shell command of the unit's ExecStopPost= (continuation lines joined, systemd's $$ unescaped)."""
-    joined = re.sub(r"\\\n", " ", unit)
-    line = next(line for line in joined.splitlines() if line.startswith("ExecStopPost="))
-    command = line.split("=", 1)[1]
-    prefix = "/bin/sh -c '"
-    assert command.startswith(prefix) and command.endswith("'"), command
-    return command[len(prefix):-1].replace("$$", "$")
 
 
 def test_configured_as_readme_debian_says_it_serves_a_ping_and_a_booking_through_the_installed_snippet(pkg):
