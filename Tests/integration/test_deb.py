@@ -103,6 +103,10 @@ def set_settings(values: dict[str, str]) -> None:
         f.write(text)
 
 
+def changelog_version() -> str:
+    return run(["dpkg-parsechangelog", "-l", str(REPO / "debian" / "changelog"), "-S", "Version"]).stdout.strip()
+
+
 def deb_path(version: str) -> Path:
     arch = run(["dpkg", "--print-architecture"]).stdout.strip()
     return REPO / "dist" / f"flows-fcgi_{version}_{arch}.deb"
@@ -114,8 +118,7 @@ class Package:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.processes = Processes()
-        self.version = run(["dpkg-parsechangelog", "-l", str(REPO / "debian" / "changelog"), "-S", "Version"]
-                           ).stdout.strip()
+        self.version = changelog_version()
         self.secret = secrets.token_hex(16)
         self.passphrase = secrets.token_hex(12)
         self.installed_files: list[Path] = []
@@ -138,7 +141,8 @@ class Package:
         pids = [int(p) for p in PIDFILE.read_text().split()] if PIDFILE.exists() else []
         for pid in pids:
             self.processes.adopt(pid, "flows-fcgi (installed spawn-fcgi.sh)")
-        assert result.returncode == 0, f"{SPAWN} start: {result.stdout}{result.stderr}\n{tail(LOGS / 'flows-fcgi.log')}"
+        assert result.returncode == 0, \
+            f"{SPAWN} start: {result.stdout}{result.stderr}\n{tail(LOGS / 'flows-fcgi.log')}"
         assert len(pids) == 2, pids
         self.responders = pids
 
@@ -174,8 +178,7 @@ def pkg():
     if present:
         pytest.fail(f"refusing to run: {', '.join(present)} already exist(s), and purging the package would delete "
                     "them")
-    deb = deb_path(run(["dpkg-parsechangelog", "-l", str(REPO / "debian" / "changelog"), "-S", "Version"]
-                       ).stdout.strip())
+    deb = deb_path(changelog_version())
     # Built from this tree now (the release build is already there in scripts/test): a .deb left in dist/ by an
     # earlier build may ship other conffiles than the upgrade package built below.
     run([str(REPO / "scripts" / "build-deb")], timeout=1800)
