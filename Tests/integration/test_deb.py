@@ -447,6 +447,18 @@ def test_configured_as_readme_debian_says_it_serves_a_ping_and_a_booking_through
     assert "action=ping" in log or '"action":"ping"' in log, log[-2000:]
 
 
+def test_installed_logrotate_file_rotates_and_the_responders_reopen(pkg):
+    log = LOGS / "flows-fcgi.log"
+    state = pkg.workdir / "logrotate.state"  # logrotate's own state stays in the test's folder
+    run(["logrotate", "--force", "--state", str(state), "/etc/logrotate.d/flows-fcgi"])
+    assert (LOGS / "flows-fcgi.log.1").is_file()
+    wait_until(log.exists, 10, "the log file to be created again")
+    assert owner(log)[0] == "flows-fcgi", owner(log)
+    assert ping(pkg.client()) == {"data": {"status": "active"}}
+    # The postrotate's SIGHUP (to the spawn-fcgi PIDs, or the unit's processes) made them write to the new file.
+    wait_until(lambda: "action=ping" in log.read_text(), 10, "the ping in the new log file")
+
+
 def test_lighttpd_module_serves_through_the_same_socket(pkg):
     pkg.lighttpd_address = start_lighttpd(pkg)
     assert ping(pkg.client(pkg.lighttpd_address)) == {"data": {"status": "active"}}
