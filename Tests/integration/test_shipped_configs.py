@@ -129,3 +129,15 @@ def test_service_stays_down_on_a_configuration_error_and_says_what_to_do():
     for status in ("0", "1", ""):
         assert subprocess.run(["sh", "-c", hint], capture_output=True, text=True,
                               env={"EXIT_STATUS": status}).stdout == ""
+
+
+@pytest.mark.parametrize("asked", ["0.0.1", "{v}", "{v}-1", "{v}+", "{v}~rc1", ""])
+def test_build_deb_refuses_a_version_that_is_not_a_rebuild_of_the_binarys(asked):
+    """`scripts/build-deb --version` takes only <changelog version>+<suffix>, which is higher and keeps the binary's
+    version as its first part; anything else is a usage error before anything is built."""
+    current = subprocess.run(["dpkg-parsechangelog", "-l", str(REPO / "debian" / "changelog"), "-S", "Version"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    result = subprocess.run([str(REPO / "scripts" / "build-deb"), "--version", asked.format(v=current)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--version" in result.stderr and "Building" not in result.stdout + result.stderr, result.stderr
