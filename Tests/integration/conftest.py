@@ -552,6 +552,26 @@ def shipped_unit_value(unit: str, key: str) -> str:
     raise AssertionError(f"{key}= not found in nginx/{unit}")
 
 
+def unit_stop_hint(unit_text: str) -> str:
+    """The shell command of a service unit's ``ExecStopPost=/bin/sh -c '...'`` (systemd's continuation lines
+    joined, its ``$$`` unescaped): what the unit writes to the journal when the responder has stopped."""
+    joined = re.sub(r"\\\n", " ", unit_text)
+    line = next(line for line in joined.splitlines() if line.startswith("ExecStopPost="))
+    command = line.split("=", 1)[1]
+    prefix = "/bin/sh -c '"
+    assert command.startswith(prefix) and command.endswith("'"), command
+    return command[len(prefix):-1].replace("$$", "$")
+
+
+def help_setting_names(binary: Path) -> set[str]:
+    """Every setting name ``flows-fcgi --help`` lists (the code's own lists)."""
+    text = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=30).stdout
+    section = text.split("\nsettings (", 1)[1].split("\noperator commands", 1)[0].split("\n", 1)[1]
+    names = set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", section))
+    assert "APP_SECRET" in names and "DATABASE_URL" in names, section
+    return names
+
+
 def start_socket_activated(binary: Path, config: Path, workdir: Path, processes: Processes) -> tuple[str, subprocess.Popen]:
     """The shipped unit pair run by ``systemd-socket-activate``: ListenStream from flows-fcgi.socket (path
     substituted), ExecStart from flows-fcgi.service (binary and config substituted). The responder gets

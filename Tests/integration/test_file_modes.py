@@ -164,7 +164,7 @@ def test_check_accepts_a_group_readable_config_file_only(file_mode, ok, binary, 
 
 
 SHIPPED_ADVICE = ["README.md", "nginx/flows-fcgi.service", "nginx/spawn-fcgi.sh", "lighttpd/flows-fcgi.conf",
-                  "container/Containerfile", "apache/.htaccess"]
+                  "container/Containerfile", "apache/.htaccess", "debian/flows-fcgi.env", "debian/README.Debian"]
 
 
 @pytest.mark.parametrize("name", SHIPPED_ADVICE)

@@ -163,7 +163,7 @@ extension Settings {
     /// parameter named like a secret (`token`, `key`, `secret`, `password`, `auth`, `sig`, ...). Anything else is
     /// returned as it is.
     public static func hidingURLSecrets(_ value: String) -> String {
-        guard let schemeEnd = value.firstRange(of: "://")?.upperBound else { return value }
+        guard let schemeEnd = value.firstByteRange(of: "://")?.upperBound else { return value }
         let authorityEnd = value[schemeEnd...].firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? value.endIndex
         var out = String(value[..<schemeEnd])
         let authority = value[schemeEnd..<authorityEnd]

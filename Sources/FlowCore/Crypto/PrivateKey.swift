@@ -47,14 +47,14 @@ public final class PrivateKey: @unchecked Sendable {
     ///   passphrase, damaged (unreadable, or its numbers do not fit together), not RSA (naming its type), too small.
     public static func load(pem: [UInt8], passphrase: String?, file: String?) throws(KeyError) -> PrivateKey {
         let text = String(decoding: pem, as: UTF8.self)
-        guard text.contains("-----BEGIN ") else {
+        guard text.containsBytes("-----BEGIN ") else {
             throw KeyError(file: file, reason: "not a PEM file (no '-----BEGIN' line)")
         }
-        guard text.contains("PRIVATE KEY-----") else {
+        guard text.containsBytes("PRIVATE KEY-----") else {
             throw KeyError(file: file, reason: "the PEM holds no private key (expected 'BEGIN RSA PRIVATE KEY', "
                 + "'BEGIN PRIVATE KEY' or 'BEGIN ENCRYPTED PRIVATE KEY')")
         }
-        let encrypted = text.contains("BEGIN ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED")
+        let encrypted = text.containsBytes("BEGIN ENCRYPTED PRIVATE KEY") || text.containsBytes("Proc-Type: 4,ENCRYPTED")
         if encrypted, (passphrase ?? "").isEmpty {
             throw KeyError(file: file, reason: "the key is encrypted and no passphrase was given "
                 + "(set PASSPHRASE or PASSPHRASE_FILE)")
@@ -71,7 +71,7 @@ public final class PrivateKey: @unchecked Sendable {
         }
         guard let loaded else {
             let detail = drainOpenSSLErrors()
-            if encrypted, detail.contains("bad decrypt") || detail.contains("maybe wrong password") {
+            if encrypted, detail.containsBytes("bad decrypt") || detail.containsBytes("maybe wrong password") {
                 throw KeyError(file: file, reason: "wrong passphrase (the key could not be decrypted)")
             }
             if let other = otherKeyType(pem: pem, text: text, secret: secret) {
@@ -103,7 +103,7 @@ public final class PrivateKey: @unchecked Sendable {
     /// (`BEGIN EC PRIVATE KEY`) or a PKCS#8 key's algorithm; `nil` when it is no readable key of another type.
     private static func otherKeyType(pem: [UInt8], text: String, secret: [UInt8]) -> String? {
         for (label, kind) in [("EC", "an EC key"), ("DSA", "a DSA key"), ("OPENSSH", "an OpenSSH-format key")]
-        where text.contains("-----BEGIN \(label) PRIVATE KEY-----") {
+        where text.containsBytes("-----BEGIN \(label) PRIVATE KEY-----") {
             return kind
         }
         let nid = pem.withUnsafeBufferPointer { text in

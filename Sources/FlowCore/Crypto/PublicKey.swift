@@ -6,7 +6,7 @@ extension PrivateKey {
     ///
     /// - Throws: `KeyError` naming the file and the reason: not PEM, no public key, damaged, not RSA.
     public static func loadPublicKey(pem: [UInt8], file: String?) throws(KeyError) -> PrivateKey {
-        guard String(decoding: pem, as: UTF8.self).contains("-----BEGIN PUBLIC KEY-----") else {
+        guard String(decoding: pem, as: UTF8.self).containsBytes("-----BEGIN PUBLIC KEY-----") else {
             throw KeyError(file: file, reason: "not an SPKI PEM public key (expected a '-----BEGIN PUBLIC KEY' line)")
         }
         clearOpenSSLErrors()

@@ -76,7 +76,7 @@ extension FlowDocument {
                     continue
                 }
             default:
-                if !reference.expression.contains("data.") && !reference.expression.contains("form.") {
+                if !reference.expression.containsBytes("data.") && !reference.expression.containsBytes("form.") {
                     problem(reference.pointer, "${\(reference.expression)}: expected data, form or screen")
                 }
             }

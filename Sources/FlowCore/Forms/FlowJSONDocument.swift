@@ -205,7 +205,7 @@ struct FlowDocument {
         switch value {
         case .string(let text):
             var rest = Substring(text)
-            while let start = rest.firstRange(of: "${") {
+            while let start = rest.firstByteRange(of: "${") {
                 let after = rest[start.upperBound...]
                 guard let end = after.firstIndex(of: "}") else { break }
                 screen.references.append((String(after[..<end]), pointer))
@@ -317,7 +317,7 @@ struct FlowDocument {
         case "RadioButtonsGroup": kind = .radioButtons
         default: kind = .optIn
         }
-        let labelText = members["label"]?.stringValue.flatMap { $0.contains("${") ? nil : $0 }
+        let labelText = members["label"]?.stringValue.flatMap { $0.containsBytes("${") ? nil : $0 }
         var component = FormComponent(name: name, label: labelText ?? name, kind: kind, pointer: pointer)
         component.alwaysShown = !conditional
         let componentIndex = screen.components.count
@@ -362,7 +362,7 @@ struct FlowDocument {
             if key == "visible" { component.visible = parsed } else { component.enabled = parsed }
         }
         if let initValue = members["init-value"] { component.initField = FlowDocument.dataReference(initValue) }
-        component.helperText = members["helper-text"]?.stringValue.flatMap { $0.contains("${") ? nil : $0 }
+        component.helperText = members["helper-text"]?.stringValue.flatMap { $0.containsBytes("${") ? nil : $0 }
 
         switch kind {
         case .textInput:
@@ -375,7 +375,7 @@ struct FlowDocument {
                 let patternPointer = jsonPointer(pointer, "pattern")
                 if versionNumber < (6, 2) {
                     problem(patternPointer, "`pattern` needs Flow JSON version 6.2 or later (this file is \(version))")
-                } else if let text = value.stringValue, !text.contains("${") {
+                } else if let text = value.stringValue, !text.containsBytes("${") {
                     do {
                         component.pattern = try FormPattern(text)
                     } catch {

@@ -355,7 +355,7 @@ struct FormCompiler {
                     }
                 } else if let field = FlowDocument.dataReference(value) {
                     entries.append(FormPayloadEntry(key: key, source: .data(field)))
-                } else if value.stringValue?.contains("${") == true {
+                } else if value.stringValue?.containsBytes("${") == true {
                     problem(pointer, "the engine cannot check this value: use ${form.<name>}, ${data.<name>} or a "
                         + "literal")
                 } else {
@@ -433,7 +433,7 @@ struct FormCompiler {
         if let field = FlowDocument.dataReference(value) {
             return screens[p].enteredByEngine ? .filled(screen: p, field: field) : screens[p].origins[field]
         }
-        if value.stringValue?.contains("${") == true { return nil }
+        if value.stringValue?.containsBytes("${") == true { return nil }
         return .literal(value)
     }
 

@@ -103,27 +103,37 @@ final class SQLiteConnection: StoreConnection {
 
     deinit { close() }
 
-    private static let busyDelays: [Int32] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100]
+    /// The waits between lock attempts, in microseconds. A write transaction holds the lock for well under a
+    /// millisecond, so the first waits are short (`sqlite3_busy_timeout` starts at 1 ms, which left a process idle
+    /// for most of that millisecond whenever two processes wrote at once); then they grow like SQLite's own.
+    private static let busyDelays: [Int64] = [20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 20_000,
+                                              25_000, 25_000, 25_000, 50_000, 50_000, 100_000]
+    /// The sum of all `busyDelays`.
+    private static let busyDelaysTotal = busyDelays.reduce(0, +)
 
-    /// The busy handler: sleeps like `sqlite3_busy_timeout` (same delays, same total), never past `deadline`, and
-    /// counts each wait for `/metrics`. Returns 0 to give up (the statement fails with SQLITE_BUSY).
+    /// The busy handler: sleeps `busyDelays` (the last one repeated) until the busy timeout is spent, never past
+    /// `deadline`, and counts each wait for `/metrics`. Returns 0 to give up (the statement fails with SQLITE_BUSY).
     private func waitForLock(attempt: Int32) -> Int32 {
         let delays = SQLiteConnection.busyDelays
-        let index = Int(min(attempt, Int32(delays.count - 1)))
-        let prior = attempt < Int32(delays.count)
-            ? delays[..<index].reduce(0, +) : delays.reduce(0, +) + delays.last! * (attempt - Int32(delays.count))
+        let index = min(Int(attempt), delays.count - 1)
+        let prior = Int(attempt) < delays.count
+            ? delays[..<index].reduce(0, +)
+            : SQLiteConnection.busyDelaysTotal + delays[delays.count - 1] * Int64(Int(attempt) - delays.count)
         var delay = delays[index]
-        if prior + delay > busyTimeoutMilliseconds {
-            delay = busyTimeoutMilliseconds - prior
+        let budget = Int64(busyTimeoutMilliseconds) * 1_000
+        if prior + delay > budget {
+            delay = budget - prior
             if delay <= 0 { return 0 }
         }
         if deadline != 0 {
-            let left = (deadline - monotonicNanoseconds()) / 1_000_000
+            let left = (deadline - monotonicNanoseconds()) / 1_000
             if left <= 0 { return 0 }
-            delay = Int32(min(Int64(delay), left))
+            delay = min(delay, left)
         }
         sqliteBusyRetries.add(1, ordering: .relaxed)
-        sqlite3_sleep(delay)
+        var pause = timespec(tv_sec: Int(delay / 1_000_000), tv_nsec: Int(delay % 1_000_000) * 1_000)
+        var left = timespec()
+        while nanosleep(&pause, &left) != 0 && errno == EINTR { pause = left }
         return 1
     }
 
@@ -216,13 +226,14 @@ final class SQLiteConnection: StoreConnection {
         throws(DatabaseError) -> T
     {
         try ensureWritable()
-        try execute("BEGIN IMMEDIATE")
+        // Through the statement cache (`query`), not `execute`: prepared once, not parsed again for every transaction.
+        try query("BEGIN IMMEDIATE")
         do throws(DatabaseError) {
             let result = try body()
-            try execute(commit ? "COMMIT" : "ROLLBACK")
+            try query(commit ? "COMMIT" : "ROLLBACK")
             return result
         } catch {
-            try? execute("ROLLBACK")
+            _ = try? query("ROLLBACK")
             throw error
         }
     }

@@ -241,7 +241,7 @@ enum HTTPClient {
         }
         var response = HTTPResponse(status: status, headers: headers, body: [])
         let rest = Array(bytes[(end + 4)...])
-        if response.header("Transfer-Encoding")?.lowercased().contains("chunked") == true {
+        if response.header("Transfer-Encoding")?.lowercased().containsBytes("chunked") == true {
             guard let body = try dechunk(rest, from: url) else {
                 if final { throw HTTPError("truncated chunked answer from \(url)") }
                 return nil

@@ -181,7 +181,7 @@ enum BusinessTimeZone {
 
     /// True when `name` is a zone this machine knows: `UTC`, or a TZif file under `TZDIR` or /usr/share/zoneinfo.
     static func isKnown(_ name: String) -> Bool {
-        guard !name.isEmpty, name.utf8.count <= 64, !name.hasPrefix("/"), !name.contains(".."),
+        guard !name.isEmpty, name.utf8.count <= 64, !name.hasPrefix("/"), !name.containsBytes(".."),
             name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)
                 || "/_-+".unicodeScalars.contains($0)) })
         else { return false }

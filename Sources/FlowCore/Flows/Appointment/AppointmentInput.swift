@@ -102,7 +102,7 @@ enum AppointmentInput {
         let domain = parts[1]
         let localSpecials = Set("!#$%&'*+/=?^_`{|}~.-".unicodeScalars)
         guard !local.isEmpty, local.utf8.count <= 64, !local.hasPrefix("."), !local.hasSuffix("."),
-            !local.contains(".."),
+            !local.containsBytes(".."),
             local.unicodeScalars.allSatisfy({
                 $0.properties.isAlphabetic || $0.properties.numericType != nil || localSpecials.contains($0)
                     || $0.value > 0x7F && !$0.properties.isWhitespace && $0.properties.generalCategory != .control

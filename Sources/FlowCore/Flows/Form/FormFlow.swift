@@ -75,7 +75,10 @@ public struct FormFlow: Flow {
     private func step(_ request: FlowRequest, database: Database, now: Int64,
                       today: CalendarDay) throws(DatabaseError) -> FlowAnswer {
         let token = request.flowToken
-        let submitted = JSONValue.object(["screen": .string(request.screen), "data": .object(request.data)]).text
+        // The completing request as stored with the submission, to recognise an identical retry.
+        var submitted: String {
+            JSONValue.object(["screen": .string(request.screen), "data": .object(request.data)]).text
+        }
         let session = try FormStore.session(database: database, flow: name, token: token)
         if let session, session.completed {
             return try replay(database: database, token: token, submitted: submitted)
