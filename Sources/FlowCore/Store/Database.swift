@@ -259,10 +259,6 @@ public final class Database {
         return connection.readinessProblem()
     }
 
-    /// `FOR UPDATE` on PostgreSQL (a row lock serializing one token's requests across hosts), nothing on SQLite
-    /// (whose write transactions are serialized already, and which has no row locks).
-    public var forUpdate: String { dialect == .postgres ? " FOR UPDATE" : "" }
-
     /// How many prepared statements this connection keeps (SQLite: at most `statementCacheLimit`).
     public var cachedStatementCount: Int { sqlite?.cachedStatementCount ?? 0 }
 
