@@ -85,6 +85,10 @@ struct ConfigTests {
             #expect(configuration.database == .postgres(url: url, passwordFile: "/etc/flows-fcgi/db-password"))
             #expect(configuration.databasePath == nil)
             #expect(configuration.database?.shown.contains("pw") == false)
+            // No database file to keep the metrics beside: the operator is told to set METRICS_DIR.
+            #expect(configuration.warnings.contains { $0.hasPrefix("METRICS_DIR is not set") })
+            values["METRICS_DIR"] = "/var/lib/flows-fcgi/metrics"
+            #expect(try load(values).warnings.isEmpty)
         }
         for (url, file) in [("postgresql://db/flows", "relative/password"), ("sqlite:/var/lib/f.db", "/etc/pw")] {
             var values = base

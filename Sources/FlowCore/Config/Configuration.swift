@@ -145,6 +145,11 @@ public struct Configuration: Sendable {
         webhook = try WebhookSettings(settings: settings)
         retentionDays = try Retention.days(settings)
         runtime = try RuntimeSettings(settings: settings)
+        if case .postgres? = database, runtime.metricsDirectory == nil {
+            warnings.append("METRICS_DIR is not set: with a PostgreSQL DATABASE_URL there is no database file to keep "
+                + "the metrics beside, so /metrics counts only the process answering it; set METRICS_DIR to a "
+                + "host-local folder, e.g. /var/lib/flows-fcgi/metrics")
+        }
 
         self.warnings = warnings
         for factory in factories {
