@@ -390,6 +390,9 @@ public struct Endpoint: Sendable {
         } catch let error as DatabaseError where error.isUnavailable {
             log.error("storage unavailable", ["flow": flow.name, "error": error.description])
             return fail(503, "storage unavailable, try again later")
+        } catch let error as DatabaseError where error.outcome == .invalidInput {
+            log.warning("a value the database cannot hold", ["flow": flow.name, "error": error.description])
+            return fail(400, "a value in the request cannot be stored")
         } catch {
             log.error("flow failed", ["flow": flow.name, "error": String(describing: error)])
             return fail(500, "internal error")

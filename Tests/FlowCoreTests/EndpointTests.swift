@@ -112,6 +112,18 @@ struct StatusTests {
         #expect(try call.open(response) == ["data": ["acknowledged": true]])
     }
 
+    /// Whatever the engine, a storage failure's outcome decides the status: unavailable and a lost race 503
+    /// (retry), a value the database cannot hold 400, anything else 500.
+    @Test(arguments: [(DatabaseError.Outcome.unavailable, 503), (.conflict, 503), (.invalidInput, 400),
+                      (.failure, 500)])
+    func storageOutcomesDecideTheStatus(outcome: DatabaseError.Outcome, status: Int) throws {
+        let endpoint = try makeEndpoint(flows: [ScriptedFlow(name: "demo") { _ in
+            throw DatabaseError(outcome: outcome, sqlState: "XX000", message: "m", context: "c")
+        }])
+        let call = ClientCall(["version": "3.0", "action": "INIT", "screen": "", "flow_token": "t", "data": [:]])
+        #expect(try FlowCoreTests.call(endpoint, call.request()).status == status)
+    }
+
     @Test(arguments: ["3.0", "4.0"])
     func flowActionsReachTheFlowNamedByThePath(version: String) throws {
         let endpoint = try makeEndpoint(flows: [

@@ -35,6 +35,9 @@ extension Endpoint {
         } catch let error as DatabaseError where error.isUnavailable {
             log.error("storage unavailable", ["route": "webhook", "error": error.description])
             return fail(503, "storage unavailable, try again later")
+        } catch let error as DatabaseError where error.outcome == .invalidInput {
+            log.warning("a value the database cannot hold", ["route": "webhook", "error": error.description])
+            return fail(400, "a value in the webhook cannot be stored")
         } catch {
             log.error("storing a webhook failed", ["error": String(describing: error)])
             return fail(500, "internal error")
