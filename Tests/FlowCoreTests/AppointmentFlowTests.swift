@@ -549,7 +549,8 @@ struct AppointmentFlowTests {
         let booked = try harness.bookings()
         #expect(booked.count == 1)
         let id = JSONValue.number(String(booked.first?.id ?? 0))
-        #expect(answers.allSatisfy { $0 == answers[0] && $0.bookingParams?["booking_id"] == id })
+        #expect(answers.allSatisfy { $0 == answers[0] && $0.bookingParams?["booking_id"] == id },
+                "\(answers.map { String(decoding: $0.clearText, as: UTF8.self) })")
     }
 
     @Test(arguments: Engine.all) func racingTokensForTheLastSeatBookOnce(engine: Engine) async throws {

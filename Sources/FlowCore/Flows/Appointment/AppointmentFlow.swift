@@ -407,13 +407,18 @@ private struct AppointmentExchange {
         let (choices, problem) = narrow(sent.choices)
 
         let outcome = try database.writeTransaction { () throws(DatabaseError) -> Outcome in
-            let session = try openSession()
-            if session.completed, session.submission == fingerprint, let id = session.bookingID,
-                let booking = try AppointmentStore.booking(database: database, id: id)
-            {
-                return .repeated(booking)
+            // The token completed by an identical confirm (a retry): its SUCCESS again; completed otherwise or
+            // expired: 427. Asked first, and again whenever the slot looks taken (see below).
+            func settled() throws(DatabaseError) -> Outcome? {
+                let session = try openSession()
+                if session.completed, session.submission == fingerprint, let id = session.bookingID,
+                    let booking = try AppointmentStore.booking(database: database, id: id)
+                {
+                    return .repeated(booking)
+                }
+                return closedAnswer(session).map(Outcome.answer)
             }
-            if let closed = closedAnswer(session) { return .answer(closed) }
+            if let done = try settled() { return done }
             if choices.time == nil || problem != nil {
                 return .answer(summaryScreen(sent, error: AppointmentExchange.incompleteMessage))
             }
@@ -432,25 +437,20 @@ private struct AppointmentExchange {
                 flowToken: token, department: department, location: location, date: dateText, time: time,
                 startsAt: startsAt, utcOffsetSeconds: BusinessTimeZone.local(startsAt).utcOffsetSeconds,
                 name: fields.name, email: fields.email, phone: fields.phone, moreDetails: fields.moreDetails)
-            // On PostgreSQL another host may take the seat (or complete this token) between the check and the
-            // insert: the insert then adds nothing, and the next round sees what the winner committed. Each lost
-            // round means one more seat taken (or this token completed), so capacity + 1 rounds settle it.
-            for round in 0...capacity {
-                if round > 0 {
-                    let session = try openSession()
-                    if session.completed, session.submission == fingerprint, let id = session.bookingID,
-                        let booking = try AppointmentStore.booking(database: database, id: id)
-                    {
-                        return .repeated(booking)
-                    }
-                    if let closed = closedAnswer(session) { return .answer(closed) }
+            // On PostgreSQL another host may take the seat, or complete this very token, between the checks and
+            // the insert: the insert then adds nothing, or the count finds the slot full. Either way the session is
+            // read again first (an identical confirm that completed meanwhile gets its SUCCESS again), then the
+            // count. Each lost round means one more seat taken, so capacity + 1 rounds settle it.
+            for _ in 0...capacity {
+                if let slot = try slotProblem(choices) {
+                    return try settled() ?? .taken(summaryScreen(sent, error: slot))
                 }
-                if let slot = try slotProblem(choices) { return .taken(summaryScreen(sent, error: slot)) }
                 if let booked = try AppointmentStore.insert(database, booking, capacity: capacity, now: now) {
                     try AppointmentStore.complete(database, token: token, bookingID: booked.id,
                                                   submission: fingerprint, now: now)
                     return .booked(booked)
                 }
+                if let done = try settled() { return done }
             }
             return .taken(summaryScreen(sent, error: "Sorry, \(time) on \(date.title) was just booked by someone "
                 + "else. Please go back and pick another time."))
