@@ -14,7 +14,7 @@
     X(PQresetPoll) X(PQfinish) X(PQstatus) X(PQsocket) X(PQerrorMessage) X(PQconnectionNeedsPassword) \
     X(PQsetErrorVerbosity) X(PQsetNoticeProcessor) X(PQtransactionStatus) X(PQprepare) X(PQexecPrepared) X(PQexec) \
     X(PQclear) X(PQresultStatus) X(PQresultErrorField) X(PQresultErrorMessage) X(PQntuples) X(PQnfields) \
-    X(PQftype) X(PQgetisnull) X(PQgetvalue) X(PQgetlength)
+    X(PQftype) X(PQgetisnull) X(PQgetvalue) X(PQgetlength) X(PQgetCancel) X(PQfreeCancel) X(PQcancel)
 
 #define CFLOWS_PQ_FIELD(name) __typeof__(name) *_Nonnull name;
 /* libpq's functions, by their own names. */

@@ -146,6 +146,7 @@ public final class Worker {
                                              fileGroup: configuration.databaseGroup)
             self.database = database
             slot.connection.withLock { $0 = database.interruptHandle }
+            slot.canceller.withLock { $0 = database.canceller }
         } else {
             database = nil
         }
@@ -154,6 +155,7 @@ public final class Worker {
     /// Closes the connection (call before the thread exits).
     public func close() {
         slot.connection.withLock { $0 = 0 }
+        slot.canceller.withLock { $0 = nil }
         database?.close()
     }
 }

@@ -5,6 +5,7 @@ import Musl
 #endif
 
 import CFlowsSQLite
+import FlowStorePostgres
 import Synchronization
 
 /// Operational settings: log format, recycling, request deadline and the metrics folder.
@@ -88,6 +89,8 @@ public final class MetricsSlot: @unchecked Sendable {
     let interrupted = Atomic<Bool>(false)
     /// The worker's SQLite handle (as a bit pattern) while it may be interrupted; 0 once closed.
     let connection = Mutex<UInt>(0)
+    /// The worker's PostgreSQL canceller, when its store is PostgreSQL (set once, before serving).
+    let canceller = Mutex<PostgresCanceller?>(nil)
 
     init(table: MetricsTable) { self.table = table }
 
@@ -104,13 +107,20 @@ public final class MetricsSlot: @unchecked Sendable {
         table.raiseBusyRetries(to: sqliteBusyRetries.load(ordering: .relaxed))
     }
 
-    /// Interrupts the SQLite work of the request in flight if it started at `started` and is still running.
+    /// Interrupts the database work of the request in flight if it started at `started` and is still running.
     func interrupt(ifStartedAt started: Int64) {
         connection.withLock { bits in
             guard bits != 0, requestStart.load(ordering: .acquiring) == started else { return }
             interrupted.store(true, ordering: .releasing)
             sqlite3_interrupt(OpaquePointer(bitPattern: bits))
         }
+        // PostgreSQL: the server cancels the statement (it fails with 57014: 503). A request that finished
+        // meanwhile may see its next request's statement cancelled; the check just before makes that rare.
+        guard let canceller = canceller.withLock({ $0 }), requestStart.load(ordering: .acquiring) == started else {
+            return
+        }
+        interrupted.store(true, ordering: .releasing)
+        canceller.cancelRunningStatement()
     }
 }
 

@@ -1,7 +1,9 @@
 import CFlowsPostgres
 
 /// libpq's functions, loaded from libpq.so.5 once per process, the first time a connection is made or a URI parsed
-/// (the library is not linked: see Sources/CFlowsPostgres/shim.h).
+/// (the library is not linked: see Sources/CFlowsPostgres/shim.h). The table is filled by the header's inline
+/// `cflows_pq_load`, compiled into this file: change this file too when the header's list of functions changes,
+/// or an incremental build keeps the old loader (the new functions then stay unset).
 struct LibPQ: @unchecked Sendable {
     /// The functions, by libpq's own names (`pq.PQexec(...)`).
     let pq: cflows_pq

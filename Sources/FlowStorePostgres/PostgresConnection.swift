@@ -23,6 +23,8 @@ public final class PostgresConnection {
     private let connectTimeoutMilliseconds: Int64
     /// The URI with its password masked, for messages.
     public let maskedURL: String
+    /// Cancels this connection's running statement from another thread.
+    public let canceller: PostgresCanceller
 
     /// How long a connection attempt waits when the URI sets no `connect_timeout`, in seconds.
     public static let defaultConnectTimeoutSeconds = 5
@@ -34,9 +36,12 @@ public final class PostgresConnection {
     /// The password comes from the URI, from `passwordFile` (`DATABASE_PASSWORD_FILE`: the file's one line), or
     /// from libpq's password file (`PGPASSFILE`, `~/.pgpass`); giving it both in the URI and in `passwordFile` is
     /// refused. Without `application_name` the server sees `flows-fcgi`. The attempt waits at most `connect_timeout`
-    /// seconds (default `defaultConnectTimeoutSeconds`) in all, however many hosts the URI lists.
-    public init(url: String, passwordFile: String? = nil) throws(PostgresError) {
+    /// seconds (default `defaultConnectTimeoutSeconds`) in all, however many hosts the URI lists. `canceller`
+    /// follows this connection (give one that outlives several connections, e.g. a store's).
+    public init(url: String, passwordFile: String? = nil,
+                canceller: PostgresCanceller = PostgresCanceller()) throws(PostgresError) {
         maskedURL = PostgresURL.masked(url)
+        self.canceller = canceller
         pq = try LibPQ.load()
         var parameters = try PostgresURL.parameters(url)
         if let passwordFile {
@@ -73,7 +78,10 @@ public final class PostgresConnection {
 
     /// Closes the connection; later calls fail with `.other` ("closed").
     public func close() {
-        if let handle { pq.PQfinish(handle) }
+        if let handle {
+            canceller.replace(with: nil)
+            pq.PQfinish(handle)
+        }
         handle = nil
     }
 
@@ -106,7 +114,10 @@ public final class PostgresConnection {
         var state = PGRES_POLLING_WRITING
         if pq.PQstatus(handle) == CONNECTION_BAD { state = PGRES_POLLING_FAILED }
         while true {
-            if state == PGRES_POLLING_OK { return }
+            if state == PGRES_POLLING_OK {
+                canceller.replace(with: handle)  // the new server process
+                return
+            }
             if state == PGRES_POLLING_FAILED { throw connectionFailure(context) }
             let left = deadline - monotonicMilliseconds()
             guard left > 0 else {

@@ -1,5 +1,6 @@
 import Dispatch
 import PostgresTestSupport
+import Synchronization
 import Testing
 @testable import FlowCore
 
@@ -160,6 +161,43 @@ struct PostgresEndpointTests {
         #expect(again["screen"] == "EXPENSE_FORM")
         #expect(harness.endpoint.handle(EndpointRequest(method: "GET", path: "/health/ready", params: [], body: []),
                                         worker: harness.worker).status == 200)
+    }
+}
+
+/// A flow that only waits in the database (`pg_sleep`), to be interrupted.
+struct SleepFlow: Flow {
+    let name = "sleep"
+    let migrations: [Migration] = []
+
+    func handle(_ request: FlowRequest, context: FlowContext) throws -> FlowAnswer {
+        try context.requireDatabase(for: name).query("SELECT pg_sleep(20)")
+        return .screen("AWAKE", data: [:])
+    }
+}
+
+extension PostgresEndpointTests {
+    /// The watchdog's interrupt of a request past its deadline cancels the running PostgreSQL statement
+    /// (`PQcancel`), as `sqlite3_interrupt` stops SQLite's: 503 at once, not when the statement would end.
+    @Test func theWatchdogCancelsTheRunningStatement() throws {
+        let store = try TestStore(.postgres, directory: temporaryDirectory())
+        let harness = try WebhookHarness(["DATABASE_URL": store.location, "REQUEST_DEADLINE_MS": "600000"],
+                                         flows: [FlowFactory(name: "sleep", settingNames: []) { _ in SleepFlow() }])
+        let slot = harness.worker.slot
+        let metrics = harness.worker.metrics
+        let watchdog = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            while slot.requestStart.load(ordering: .acquiring) == 0 { usleep(1000) }
+            usleep(300_000)  // the statement is running on the server
+            metrics.interruptOverdue(deadlineMilliseconds: 0)
+            watchdog.signal()
+        }
+        let call = ClientCall(["version": "3.0", "action": "INIT", "screen": "", "data": [:], "flow_token": "zz"])
+        let response = harness.endpoint.handle(call.request(path: "/flows/sleep"), worker: harness.worker)
+        watchdog.wait()
+        #expect(response.status == 503)
+        #expect(String(decoding: response.body, as: UTF8.self).contains("request deadline exceeded"))
+        // The connection serves the next request.
+        #expect(try harness.worker.database?.query("SELECT 1") == [[.integer(1)]])
     }
 }
 

@@ -151,7 +151,8 @@ public protocol Flow: Sendable {
     var name: String { get }
     /// The tables this flow needs; applied when a worker opens its database.
     var migrations: [Migration] { get }
-    /// Answers one request. Throwing `DatabaseError` gives 503 when storage is unavailable; anything else 500.
+    /// Answers one request. Throwing `DatabaseError` gives 503 when storage is unavailable (or lost a race), 400 for
+    /// a value it cannot hold; anything else 500.
     func handle(_ request: FlowRequest, context: FlowContext) throws -> FlowAnswer
     /// The table holding this flow's sessions, one row per flow token with `flow_token` and a 0/1 `completed`
     /// column, for the read API's statistics (started, completed, confirmed by webhook); `nil` leaves the flow

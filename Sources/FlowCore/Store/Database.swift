@@ -1,4 +1,5 @@
 import CFlowsSQLite
+import FlowStorePostgres
 
 #if canImport(Glibc)
 import Glibc
@@ -213,6 +214,9 @@ public final class Database {
     /// The SQLite connection as a bit pattern, for `sqlite3_interrupt` from a watchdog thread (0 when closed, and
     /// for other engines: their statements end by their own `statement_timeout`).
     var interruptHandle: UInt { sqlite?.interruptHandle ?? 0 }
+
+    /// For a PostgreSQL store: cancels its running statement from a watchdog thread (`PQcancel`).
+    var canceller: PostgresCanceller? { (other as? PostgresStore)?.canceller }
 
     /// Closes the connection (for SQLite: finalizing every statement and checkpointing the WAL when this is the
     /// last connection).

@@ -26,6 +26,8 @@ final class PostgresStore: StoreConnection {
     private let access: Database.Access
     private let statementTimeoutMilliseconds: Int
     private var connection: PostgresConnection?
+    /// Cancels the running statement from the watchdog thread; follows every connection this store makes.
+    let canceller = PostgresCanceller()
     private var statements: [String: PostgresStatement] = [:]
     private var inTransaction = false
     /// Monotonic nanoseconds before which no new connection attempt is made (0: none failed).
@@ -78,7 +80,7 @@ final class PostgresStore: StoreConnection {
 
     /// A new connection, its timeouts set and the schema migrated (or checked, for a read-only store).
     private func connect() throws(PostgresError) -> PostgresConnection {
-        let fresh = try PostgresConnection(url: url, passwordFile: passwordFile)
+        let fresh = try PostgresConnection(url: url, passwordFile: passwordFile, canceller: canceller)
         // The lock wait ends a little before the statement limit, so it is reported as what it is.
         if statementTimeoutMilliseconds > 0 {
             try fresh.setTimeouts(statementMilliseconds: statementTimeoutMilliseconds,
