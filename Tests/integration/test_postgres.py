@@ -162,7 +162,7 @@ def test_two_hosts_alternating_steps_and_racing_for_the_last_seat(two_hosts, key
     assert all(f["time"] == slot for f in fields)
 
 
-def test_two_hosts_share_bookings_and_store_a_webhook_batch_once(two_hosts, keys, app_secret):
+def test_two_hosts_share_bookings_and_store_a_webhook_batch_once(two_hosts, binary, keys, app_secret):
     hosts, store = two_hosts
     client = HostsClient(hosts, keys, app_secret)
     token = "on-a-" + secrets.token_hex(4)
@@ -176,6 +176,13 @@ def test_two_hosts_share_bookings_and_store_a_webhook_batch_once(two_hosts, keys
     assert listed.status == 200, listed.body
     assert [b["id"] for b in json.loads(listed.body)["data"] if b["flow_token"] == token] == \
         [int(params["booking_id"])], listed.body
+    # The operator commands of host B read and write the same database: the listing (and, at the end, a cancel).
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(binary), *args, "--config", str(hosts[1].workdir / "flows.env")],
+                              capture_output=True, text=True, env=clean_env(), timeout=60)
+    listing = command("bookings")
+    assert listing.returncode == 0 and f"{params['booking_id']} " in listing.stdout, listing.stdout + listing.stderr
+    assert store.cluster.password not in listing.stdout + listing.stderr
 
     # The same batch (a message completing the flow, and a status) delivered to both hosts at once: stored once.
     wamid = "wamid.two-hosts-" + secrets.token_hex(6)
@@ -203,6 +210,9 @@ def test_two_hosts_share_bookings_and_store_a_webhook_batch_once(two_hosts, keys
     assert store.rows(f"SELECT message_id FROM webhook_confirmations WHERE flow_token = '{token}'") == [(wamid,)]
     stats = json.loads(hosts[0].request("GET", "/stats", headers=auth).body)
     assert stats["flows"]["appointment"]["confirmed"] == 1, stats
+    cancelled = command("cancel-booking", str(params["booking_id"]))
+    assert cancelled.returncode == 0 and "free again" in cancelled.stdout, cancelled.stdout + cancelled.stderr
+    assert store.rows(f"SELECT status FROM appointment_bookings WHERE flow_token = '{token}'") == [("cancelled",)]
 
 
 # --------------------------------------------------------------------------------------------------------
