@@ -58,6 +58,69 @@ public func monotonicNanoseconds() -> Int64 {
 /// How many times a SQLite busy handler of this process waited for another connection's lock.
 let sqliteBusyRetries = Atomic<Int>(0)
 
+/// This process's PostgreSQL counters (every `PostgresStore` of the process adds to them), published in the
+/// metrics file's header and on `/metrics`, in the order of the cases.
+enum PostgresCounter: Int, CaseIterable {
+    /// Connections that served again after the server was unreachable or the connection lost.
+    case reconnects
+    /// Statements and connection attempts that failed because the server was unreachable, starting up or shutting
+    /// down, or the connection was lost.
+    case connectionFailures
+    /// Statements ended by `statement_timeout` or cancelled at the request deadline.
+    case statementTimeouts
+    /// Lock waits ended by `lock_timeout`.
+    case lockTimeouts
+    /// Write transactions run again after losing a race (serialization failure, deadlock, unique key taken).
+    case conflictRetries
+
+    private static let reconnectCount = Atomic<Int>(0)
+    private static let connectionFailureCount = Atomic<Int>(0)
+    private static let statementTimeoutCount = Atomic<Int>(0)
+    private static let lockTimeoutCount = Atomic<Int>(0)
+    private static let conflictRetryCount = Atomic<Int>(0)
+    /// Set once a PostgreSQL store exists in this process: only then does a request publish the counters.
+    static let inUse = Atomic<Bool>(false)
+
+    /// Counts one more.
+    func add() {
+        switch self {
+        case .reconnects: PostgresCounter.reconnectCount.add(1, ordering: .relaxed)
+        case .connectionFailures: PostgresCounter.connectionFailureCount.add(1, ordering: .relaxed)
+        case .statementTimeouts: PostgresCounter.statementTimeoutCount.add(1, ordering: .relaxed)
+        case .lockTimeouts: PostgresCounter.lockTimeoutCount.add(1, ordering: .relaxed)
+        case .conflictRetries: PostgresCounter.conflictRetryCount.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// This process's count so far.
+    var value: Int {
+        switch self {
+        case .reconnects: PostgresCounter.reconnectCount.load(ordering: .relaxed)
+        case .connectionFailures: PostgresCounter.connectionFailureCount.load(ordering: .relaxed)
+        case .statementTimeouts: PostgresCounter.statementTimeoutCount.load(ordering: .relaxed)
+        case .lockTimeouts: PostgresCounter.lockTimeoutCount.load(ordering: .relaxed)
+        case .conflictRetries: PostgresCounter.conflictRetryCount.load(ordering: .relaxed)
+        }
+    }
+
+    /// The `/metrics` name and help text.
+    var family: (name: String, help: String) {
+        switch self {
+        case .reconnects:
+            ("flows_postgres_reconnects_total", "PostgreSQL connections that served again after a failure.")
+        case .connectionFailures:
+            ("flows_postgres_connection_failures_total",
+             "PostgreSQL calls that failed: server unreachable, starting or stopping, or connection lost.")
+        case .statementTimeouts:
+            ("flows_postgres_statement_timeouts_total",
+             "PostgreSQL statements ended by statement_timeout or cancelled at the request deadline.")
+        case .lockTimeouts: ("flows_postgres_lock_timeouts_total", "PostgreSQL lock waits ended by lock_timeout.")
+        case .conflictRetries:
+            ("flows_postgres_conflict_retries_total", "PostgreSQL write transactions run again after losing a race.")
+        }
+    }
+}
+
 /// One request series: the labels of `flows_requests_total`.
 struct RequestSeries: Hashable {
     let flow: String
@@ -105,6 +168,7 @@ public final class MetricsSlot: @unchecked Sendable {
         }
         table.record(index, micros: micros)
         table.raiseBusyRetries(to: sqliteBusyRetries.load(ordering: .relaxed))
+        if PostgresCounter.inUse.load(ordering: .relaxed) { table.raisePostgresCounters() }
     }
 
     /// Interrupts the database work of the request in flight if it started at `started` and is still running.
@@ -281,6 +345,7 @@ extension MetricsTotals {
             values["flows_request_duration_microseconds_sum{\(label)}"] = histogram.sumMicros
         }
         values["flows_sqlite_busy_retries_total"] = busyRetries
+        for counter in PostgresCounter.allCases { values[counter.family.name] = postgres[counter.rawValue] }
         return values
     }
 }
@@ -311,7 +376,7 @@ enum MetricsText {
         ("flows_signature_failures_total", "counter", "Requests with a missing or wrong signature (432, 401)."),
         ("flows_request_duration_seconds", "histogram", "Time from request to answer inside the responder."),
         ("flows_sqlite_busy_retries_total", "counter", "Times a SQLite statement waited for another lock."),
-    ]
+    ] + PostgresCounter.allCases.map { ($0.family.name, "counter", $0.family.help) }
 
     /// Renders `totals` (series -> value summed over every process) and the row counts of `tables` (name, help,
     /// value), typed gauge: retention purges rows, so they can go down.

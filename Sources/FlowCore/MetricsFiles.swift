@@ -35,21 +35,25 @@ struct SeriesCounts: Equatable {
     }
 }
 
-/// What a scrape sums: every series' counts and the SQLite busy retries.
+/// What a scrape sums: every series' counts, the SQLite busy retries and the PostgreSQL counters.
 struct MetricsTotals: Equatable {
     var series: [RequestSeries: SeriesCounts] = [:]
     var busyRetries = 0
+    /// The `PostgresCounter` values, by raw value.
+    var postgres = [Int](repeating: 0, count: PostgresCounter.allCases.count)
 
     static func += (total: inout MetricsTotals, more: MetricsTotals) {
         for (key, counts) in more.series { total.series[key, default: SeriesCounts()] += counts }
         total.busyRetries += more.busyRetries
+        for i in total.postgres.indices { total.postgres[i] += more.postgres[i] }
     }
 }
 
 /// A fixed-size table of request series in one memory region: a serving process's mapped file, the accumulated
 /// file, or anonymous memory (a process without a metrics folder).
 ///
-///     header (64 bytes): magic "FLOWSMT1" (8), slot count (4), slot size (4), SQLite busy retries (8), zero
+///     header (64 bytes): magic "FLOWSMT1" (8), slot count (4), slot size (4), SQLite busy retries (8),
+///         the PostgreSQL counters (5 x 8, `PostgresCounter` by raw value; zero in files of earlier versions)
 ///     slot (176 bytes) x slotCount: key length (4; 0 while free), key (60: flow NUL action NUL status, UTF-8),
 ///         12 latency buckets (8 each, non-cumulative), latency sum in microseconds (8), zero (8)
 ///
@@ -131,6 +135,14 @@ final class MetricsTable: @unchecked Sendable {
         cflows_raise_relaxed((base + 16).assumingMemoryBound(to: Int64.self), Int64(value))
     }
 
+    /// Raises the PostgreSQL counters to the process's running totals.
+    func raisePostgresCounters() {
+        for counter in PostgresCounter.allCases {
+            cflows_raise_relaxed((base + 24 + 8 * counter.rawValue).assumingMemoryBound(to: Int64.self),
+                                 Int64(counter.value))
+        }
+    }
+
     /// Adds `totals` (building the accumulated file).
     func add(_ totals: MetricsTotals) {
         for (series, counts) in totals.series {
@@ -141,6 +153,9 @@ final class MetricsTable: @unchecked Sendable {
             cflows_add_relaxed(counter(index, 64 + 8 * MetricsTable.bucketCount), Int64(counts.sumMicros))
         }
         cflows_add_relaxed((base + 16).assumingMemoryBound(to: Int64.self), Int64(totals.busyRetries))
+        for (i, value) in totals.postgres.enumerated() {
+            cflows_add_relaxed((base + 24 + 8 * i).assumingMemoryBound(to: Int64.self), Int64(value))
+        }
     }
 
     /// The key bytes of `series`: flow NUL action NUL status (a flow name too long for a key counts as `other`).
@@ -168,6 +183,7 @@ final class MetricsTable: @unchecked Sendable {
     static func read(_ base: UnsafeRawPointer, into totals: inout MetricsTotals) {
         func load(_ pointer: UnsafeRawPointer) -> Int { Int(cflows_load_relaxed(pointer.assumingMemoryBound(to: Int64.self))) }
         totals.busyRetries += load(base + 16)
+        for i in totals.postgres.indices { totals.postgres[i] += load(base + 24 + 8 * i) }
         for index in 0..<slotCount {
             let key = key(base, index)
             if key.isEmpty { break }

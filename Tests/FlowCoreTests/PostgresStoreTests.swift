@@ -161,6 +161,10 @@ struct PostgresEndpointTests {
         #expect(again["screen"] == "EXPENSE_FORM")
         #expect(harness.endpoint.handle(EndpointRequest(method: "GET", path: "/health/ready", params: [], body: []),
                                         worker: harness.worker).status == 200)
+        // Counted per process, published with the requests (other tests of this process may add to them).
+        let counts = harness.worker.metrics.snapshot()
+        #expect((counts["flows_postgres_connection_failures_total"] ?? 0) >= 1, "\(counts)")
+        #expect((counts["flows_postgres_reconnects_total"] ?? 0) >= 1, "\(counts)")
     }
 }
 

@@ -1,4 +1,5 @@
 import FlowStorePostgres
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -58,6 +59,7 @@ final class PostgresStore: StoreConnection {
         self.access = access
         self.statementTimeoutMilliseconds = statementTimeoutMilliseconds
         location = PostgresURL.masked(url)
+        PostgresCounter.inUse.store(true, ordering: .relaxed)
         do throws(PostgresError) {
             _ = try connect()
         } catch where error.kind == .unreachable || error.kind == .serverUnavailable {
@@ -123,6 +125,12 @@ final class PostgresStore: StoreConnection {
     /// Maps `error`; a lost server also starts the reconnect interval.
     private func failed(_ error: PostgresError) -> DatabaseError {
         let mapped = PostgresStore.map(error)
+        switch error.kind {
+        case .unreachable, .serverUnavailable, .connectionLost: PostgresCounter.connectionFailures.add()
+        case .statementTimeout: PostgresCounter.statementTimeouts.add()
+        case .lockTimeout: PostgresCounter.lockTimeouts.add()
+        default: break
+        }
         if error.kind == .unreachable || error.kind == .serverUnavailable || error.kind == .connectionLost {
             retryAfter = monotonicNanoseconds() + PostgresStore.reconnectInterval
             lastFailure = mapped
@@ -174,7 +182,12 @@ final class PostgresStore: StoreConnection {
                 }
             }
             let rows = try connection.execute(statement, parameters)
-            if retryAfter != 0 { retryAfter = 0; lastFailure = nil }
+            if retryAfter != 0 {
+                // Serving again after a failure (the connection reset itself, or a new one was made).
+                retryAfter = 0
+                lastFailure = nil
+                PostgresCounter.reconnects.add()
+            }
             return rows.map { row in
                 row.map { value -> SQLValue in
                     switch value {
@@ -206,6 +219,7 @@ final class PostgresStore: StoreConnection {
                 return try transaction(commit: commit, body)
             } catch where error.outcome == .conflict && attempt < PostgresStore.conflictRetries {
                 attempt += 1
+                PostgresCounter.conflictRetries.add()
             }
         }
     }
