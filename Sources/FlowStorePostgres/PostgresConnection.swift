@@ -229,6 +229,12 @@ public final class PostgresConnection {
         pq.PQclear(try check(pq.PQprepare(handle, statement.name, statement.sql, 0, nil), context))
     }
 
+    /// Forgets every prepared statement, on the server (`DEALLOCATE ALL`) and here; their names may be used again.
+    public func deallocateAll() throws(PostgresError) {
+        try execute("DEALLOCATE ALL")
+        statements.removeAll()
+    }
+
     /// Runs the prepared `statement` with `parameters` (for `$1`, `$2`, ...) and returns its rows (none for a
     /// statement without `RETURNING`). Text with U+0000 is refused with `.invalidValue` before anything is sent.
     @discardableResult

@@ -83,6 +83,19 @@ struct PostgresStoreTests {
         #expect(try database.query("SELECT count(*) FROM expenses") == [[.integer(0)]])
     }
 
+    /// As on SQLite, statements built from values (a bug) do not pile up on the connection: past the limit the
+    /// cache starts over (`DEALLOCATE ALL`), and every statement still answers.
+    @Test func theStatementCacheIsBounded() throws {
+        let store = try TestStore(.postgres, directory: temporaryDirectory())
+        let database = try store.open(migrations: ExpenseStore.migrations)
+        defer { database.close() }
+        for n in 0..<(Database.statementCacheLimit * 2 + 5) {
+            #expect(try database.query("SELECT \(n) + count(*) FROM expenses").first?.first?.int == Int64(n))
+        }
+        #expect(database.cachedStatementCount <= Database.statementCacheLimit)
+        #expect(database.cachedStatementCount > 0)
+    }
+
     /// Hosts starting together on an empty database: every connection opens, each migration is applied once.
     @Test func migrationsApplyOnceWhenHostsStartTogether() async throws {
         let store = try TestStore(.postgres, directory: temporaryDirectory())

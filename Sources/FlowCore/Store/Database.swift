@@ -263,8 +263,10 @@ public final class Database {
         return connection.readinessProblem()
     }
 
-    /// How many prepared statements this connection keeps (SQLite: at most `statementCacheLimit`).
-    public var cachedStatementCount: Int { sqlite?.cachedStatementCount ?? 0 }
+    /// How many prepared statements this connection keeps (at most `statementCacheLimit`).
+    public var cachedStatementCount: Int {
+        sqlite?.cachedStatementCount ?? (other as? PostgresStore)?.cachedStatementCount ?? 0
+    }
 
     /// Statements are cached by their SQL text; the program has a few dozen. A text built from values (a bug) would
     /// otherwise add one statement per distinct value for the life of the process: past this many, the cache starts

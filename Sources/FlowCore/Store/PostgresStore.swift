@@ -168,6 +168,11 @@ final class PostgresStore: StoreConnection {
             if let cached = statements[sql] {
                 statement = cached
             } else {
+                // As SQLite's cache: a text built from values (a bug) must not add statements forever.
+                if statements.count >= Database.statementCacheLimit {
+                    try connection.deallocateAll()
+                    statements.removeAll()
+                }
                 statement = try connection.prepare("s\(statements.count + 1)", PostgresStore.numbered(sql))
                 statements[sql] = statement
             }
@@ -211,6 +216,9 @@ final class PostgresStore: StoreConnection {
             throw failed(error)
         }
     }
+
+    /// How many statements this store has prepared on its connection (at most `Database.statementCacheLimit`).
+    var cachedStatementCount: Int { statements.count }
 
     func writeTransaction<T>(commit: Bool, _ body: () throws(DatabaseError) -> T) throws(DatabaseError) -> T {
         var attempt = 0
