@@ -95,6 +95,7 @@ final class PostgresStore: StoreConnection {
         }
         connection = fresh
         statements.removeAll()
+        if retryAfter != 0 { PostgresCounter.reconnects.add() }  // the server was away when this store started
         retryAfter = 0
         lastFailure = nil
         return fresh
@@ -102,18 +103,8 @@ final class PostgresStore: StoreConnection {
 
     /// The connection, connecting first when there is none (at most once per `reconnectInterval`).
     private func connected() throws(DatabaseError) -> PostgresConnection {
-        if retryAfter != 0 {
-            if monotonicNanoseconds() < retryAfter, let lastFailure { throw lastFailure }
-            if let connection {
-                // A broken connection resets itself at its next call; a failed reset is answered below.
-                return connection
-            }
-            do throws(PostgresError) {
-                return try connect()
-            } catch {
-                throw failed(error)
-            }
-        }
+        if retryAfter != 0, monotonicNanoseconds() < retryAfter, let lastFailure { throw lastFailure }
+        // A broken connection resets itself at its next call (a failed reset is answered by `failed`).
         if let connection { return connection }
         do throws(PostgresError) {
             return try connect()
