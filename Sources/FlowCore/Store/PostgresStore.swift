@@ -141,8 +141,9 @@ final class PostgresStore: StoreConnection {
             && sql.utf8.starts(with: "SELECT".utf8)
         {
             // After a server restart the old socket fails once; a read outside a transaction is safe to repeat
-            // on the new connection (never a write: its outcome is unknown).
-            retryAfter = 0
+            // on the new connection (never a write: its outcome is unknown). The reconnect interval is waived for it
+            // (a past instant, so its success still counts as a reconnect).
+            retryAfter = 1
             return try run(sql, arguments)
         }
     }
