@@ -6,10 +6,11 @@ import Musl
 import Testing
 @testable import FlowCore
 
-/// Both flows and the webhook tables on one SQLite file, with the clock moved by hand.
+/// Both flows and the webhook tables on one store (a SQLite file by default), with the clock moved by hand.
 final class RetentionHarness {
     let directory: String
     let path: String
+    let store: TestStore
     let database: Database
     let appointment: AppointmentFlow
     let expense: ExpenseFlow
@@ -17,10 +18,11 @@ final class RetentionHarness {
 
     static let migrations = AppointmentStore.migrations + ExpenseStore.migrations + WebhookStore.migrations
 
-    init() throws {
+    init(engine: Engine = .sqlite) throws {
         directory = temporaryDirectory()
         path = directory + "/flows.db"
-        database = try Database(path: path, migrations: RetentionHarness.migrations)
+        store = try TestStore(engine, directory: directory)
+        database = try store.open(migrations: RetentionHarness.migrations)
         appointment = AppointmentFlow(catalog: try AppointmentCatalog.builtIn(), sessionHours: 24)
         expense = try ExpenseFlow(settings: Settings([:]))
     }
@@ -54,7 +56,7 @@ final class RetentionHarness {
     }
 
     func connect() throws -> Database {
-        try Database(path: path, migrations: RetentionHarness.migrations)
+        try store.open(migrations: RetentionHarness.migrations)
     }
 
     @discardableResult
@@ -117,8 +119,8 @@ struct RetentionTests {
     static let monday = appointmentFields
     static let tuesday = appointmentFieldsChanging(["date": "2026-03-03", "time": "10:00"])
 
-    @Test func purgeAnonymisesOldBookingsAndKeepsRecentOnes() throws {
-        let h = try RetentionHarness()
+    @Test(arguments: Engine.all) func purgeAnonymisesOldBookingsAndKeepsRecentOnes(engine: Engine) throws {
+        let h = try RetentionHarness(engine: engine)
         #expect(try h.book("old", Self.monday).screenName == "SUCCESS")
         // An unfinished session from the same morning: expired long before the purge.
         try h.send(h.appointment, .dataExchange, screen: "APPOINTMENT",
@@ -148,8 +150,8 @@ struct RetentionTests {
         #expect(again.total == 0)
     }
 
-    @Test func purgedTokensStillGet427() throws {
-        let h = try RetentionHarness()
+    @Test(arguments: Engine.all) func purgedTokensStillGet427(engine: Engine) throws {
+        let h = try RetentionHarness(engine: engine)
         #expect(try h.book("old", Self.monday).screenName == "SUCCESS")
         try h.send(h.appointment, .dataExchange, screen: "APPOINTMENT",
                    data: ["trigger": "department_selected", "department": "home"], token: "idle")
@@ -174,8 +176,8 @@ struct RetentionTests {
         #expect(try h.send(h.appointment, .initial, screen: "", token: "new").screenName == "APPOINTMENT")
     }
 
-    @Test func sessionsAreKeptForTheirLifetimeEvenWithAShortPeriod() throws {
-        let h = try RetentionHarness()
+    @Test(arguments: Engine.all) func sessionsAreKeptForTheirLifetimeEvenWithAShortPeriod(engine: Engine) throws {
+        let h = try RetentionHarness(engine: engine)
         try h.send(h.appointment, .dataExchange, screen: "APPOINTMENT",
                    data: ["trigger": "department_selected", "department": "home"], token: "open")
         h.now += 2 * Self.day
@@ -186,8 +188,8 @@ struct RetentionTests {
         #expect(try h.count("SELECT count(*) FROM appointment_sessions") == 1)
     }
 
-    @Test func expensesLoseTheirDescriptionAndCompletedTokensStayClosed() throws {
-        let h = try RetentionHarness()
+    @Test(arguments: Engine.all) func expensesLoseTheirDescriptionAndCompletedTokensStayClosed(engine: Engine) throws {
+        let h = try RetentionHarness(engine: engine)
         h.now = expenseNoon
         let old = try h.send(h.expense, .dataExchange, screen: ExpenseFlow.formScreen, data: validSubmit,
                              token: "old-expense")
@@ -220,8 +222,8 @@ struct RetentionTests {
                            token: "recent-expense").screenName == "SUCCESS")
     }
 
-    @Test func expensesFollowThePeriodNotTheAppointmentSessionLifetime() throws {
-        let h = try RetentionHarness()
+    @Test(arguments: Engine.all) func expensesFollowThePeriodNotTheAppointmentSessionLifetime(engine: Engine) throws {
+        let h = try RetentionHarness(engine: engine)
         h.now = expenseNoon
         #expect(try h.send(h.expense, .dataExchange, screen: ExpenseFlow.formScreen, data: validSubmit,
                            token: "lunch").screenName == "SUCCESS")
@@ -234,8 +236,8 @@ struct RetentionTests {
                            token: "lunch").refusalMessage != nil)
     }
 
-    @Test func webhookRowsOlderThanThePeriodAreDeleted() throws {
-        let h = try RetentionHarness()
+    @Test(arguments: Engine.all) func webhookRowsOlderThanThePeriodAreDeleted(engine: Engine) throws {
+        let h = try RetentionHarness(engine: engine)
         try h.storeWebhookRows(id: "wamid.old", at: h.now)
         try h.storeWebhookRows(id: "wamid.recent", at: h.now + 60 * Self.day)
         h.now += 91 * Self.day
@@ -249,8 +251,8 @@ struct RetentionTests {
         #expect(report.total == 5)
     }
 
-    @Test func dryRunCountsAndChangesNothing() throws {
-        let h = try RetentionHarness()
+    @Test(arguments: Engine.all) func dryRunCountsAndChangesNothing(engine: Engine) throws {
+        let h = try RetentionHarness(engine: engine)
         #expect(try h.book("old", Self.monday).screenName == "SUCCESS")
         try h.storeWebhookRows(id: "wamid.old", at: h.now)
         h.now += 91 * Self.day
@@ -264,8 +266,8 @@ struct RetentionTests {
         #expect(real.counts == dry.counts)
     }
 
-    @Test func zeroDaysKeepsEverything() throws {
-        let h = try RetentionHarness()
+    @Test(arguments: Engine.all) func zeroDaysKeepsEverything(engine: Engine) throws {
+        let h = try RetentionHarness(engine: engine)
         try h.storeWebhookRows(id: "wamid.old", at: 0)
         let report = try h.purge(days: 0, sessionLifetimeSeconds: 0, now: h.now)
         #expect(report.counts.isEmpty)
@@ -273,8 +275,8 @@ struct RetentionTests {
         #expect(try h.count("SELECT count(*) FROM webhook_messages") == 1)
     }
 
-    @Test func automaticPurgeRunsOncePerPeriodAcrossConnections() throws {
-        let h = try RetentionHarness()
+    @Test(arguments: Engine.all) func automaticPurgeRunsOncePerPeriodAcrossConnections(engine: Engine) throws {
+        let h = try RetentionHarness(engine: engine)
         let other = try h.connect()
         defer { other.close() }
         try h.storeWebhookRows(id: "wamid.1", at: h.now - 100 * Self.day)
@@ -295,14 +297,14 @@ struct RetentionTests {
         #expect(try h.count("SELECT count(*) FROM webhook_messages") == 0)
     }
 
-    @Test func concurrentAutomaticPurgesClaimOnce() async throws {
-        let h = try RetentionHarness()
-        let path = h.path
+    @Test(arguments: Engine.all) func concurrentAutomaticPurgesClaimOnce(engine: Engine) async throws {
+        let h = try RetentionHarness(engine: engine)
+        let store = h.store
         let now = h.now
         let claims = try await withThrowingTaskGroup(of: Bool.self) { group in
             for _ in 0..<4 {
                 group.addTask {
-                    let database = try Database(path: path, migrations: RetentionHarness.migrations)
+                    let database = try store.open(migrations: RetentionHarness.migrations)
                     defer { database.close() }
                     return try Retention.purgeIfDue(database: database, flows: try RetentionHarness.flows(), days: 90,
                                                     sessionLifetimeSeconds: 0, now: now) != nil
