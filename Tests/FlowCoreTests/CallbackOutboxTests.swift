@@ -1,4 +1,4 @@
-import FlowCore
+@testable import FlowCore
 import Testing
 
 @Suite("Callback outbox")
@@ -16,8 +16,9 @@ struct CallbackOutboxTests {
         }
     }
 
-    @Test func claimLeaseRetryAndDelivery() throws {
-        let database = try Database(path: temporaryDirectory() + "/outbox.db", migrations: WebhookStore.migrations)
+    @Test(arguments: Engine.all) func claimLeaseRetryAndDelivery(engine: Engine) throws {
+        let store = try TestStore(engine, directory: temporaryDirectory())
+        let database = try store.open(migrations: WebhookStore.migrations)
         defer { database.close() }
         let batch = try WebhookBatch.parse(Array("""
             {"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
@@ -32,6 +33,9 @@ struct CallbackOutboxTests {
         #expect(try JSONParser.parse(item.payload)["response"] == ["flow_token": "t1"])
         // Leased: another process finds nothing until the lease ends.
         #expect(try CallbackOutbox.claim(database: database, now: 1001) == nil)
+        let other = try store.open(migrations: WebhookStore.migrations)
+        defer { other.close() }
+        #expect(try CallbackOutbox.claim(database: other, now: 1001) == nil)
         try CallbackOutbox.failed(item, error: "connection refused", database: database, now: 1002)
         #expect(try CallbackOutbox.claim(database: database, now: 1002 + CallbackOutbox.backoff(afterAttempts: 0) - 1) == nil)
         let retry = try #require(try CallbackOutbox.claim(database: database, now: 1002 + CallbackOutbox.backoff(afterAttempts: 0)))
