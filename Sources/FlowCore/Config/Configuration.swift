@@ -203,10 +203,8 @@ public struct Configuration: Sendable {
                 throw ConfigError(setting: "DATABASE_PASSWORD_FILE", value: passwordFile, "give an absolute path")
             }
             // Parsed by libpq now (loaded only here), so a malformed URI stops startup rather than every request.
-            do throws(PostgresError) {
-                _ = try PostgresURL.parameters(url)
-            } catch {
-                throw ConfigError(setting: "DATABASE_URL", value: url, error.message)
+            if let problem = DatabaseLocation.postgresURLProblem(url) {
+                throw ConfigError(setting: "DATABASE_URL", value: url, problem)
             }
             return .postgres(url: url, passwordFile: passwordFile)
         }
@@ -243,11 +241,14 @@ public struct Configuration: Sendable {
     public let retentionDays: Int
 
     /// The migrations of every flow, in registration order, then the webhook tables'.
-    public var migrations: [Migration] {
+    public var migrations: [Migration] { Configuration.migrations(flows: servedFlows) }
+
+    /// The migrations the responder applies when it serves `flows`: each flow's, in order, then the webhook,
+    /// metrics and maintenance tables'; a migration several flows name (the form flows' shared tables) once.
+    public static func migrations(flows: [any Flow]) -> [Migration] {
         var seen: Set<String> = []
-        return (servedFlows.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations
-            + Retention.migrations)
-            .filter { seen.insert($0.id).inserted }  // the form flows' shared tables once
+        return (flows.flatMap(\.migrations) + WebhookStore.migrations + Metrics.migrations + Retention.migrations)
+            .filter { seen.insert($0.id).inserted }
     }
 }
 

@@ -143,6 +143,8 @@ public protocol StoreConnection: AnyObject {
     func writeTransaction<T>(commit: Bool, _ body: () throws(DatabaseError) -> T) throws(DatabaseError) -> T
     /// True when table `name` exists.
     func hasTable(_ name: String) throws(DatabaseError) -> Bool
+    /// Applies the missing `migrations` in one write transaction, each once however many processes do it at once.
+    func migrate(_ migrations: [Migration]) throws(DatabaseError)
     /// Why this connection cannot serve a write right now (no secret in it), or `nil` when it can.
     func readinessProblem() -> String?
     /// Closes the connection.
@@ -249,6 +251,21 @@ public final class Database {
     {
         if let sqlite { return try sqlite.writeTransaction(commit: commit, body) }
         return try connection.writeTransaction(commit: commit, body)
+    }
+
+    /// Runs one statement with `arguments` bound to `?1...` and hands each row to `body`: on SQLite as each is
+    /// read, so a large table is never held whole; `body` must not use this connection.
+    public func forEachRow(_ sql: String, _ arguments: [SQLValue] = [],
+                           _ body: ([SQLValue]) throws(DatabaseError) -> Void) throws(DatabaseError) {
+        if let sqlite { return try sqlite.forEachRow(sql, arguments, body) }
+        for row in try connection.query(sql, arguments) { try body(row) }
+    }
+
+    /// Applies the missing `migrations`, as the responder does when it opens the database: in one write transaction
+    /// (on PostgreSQL under the migrations' advisory lock), each once however many processes do it at once.
+    public func migrate(_ migrations: [Migration]) throws(DatabaseError) {
+        if let sqlite { return try sqlite.migrate(migrations) }
+        try connection.migrate(migrations)
     }
 
     /// True when table `name` exists (a flow's `purge` skips a database without its migrations).

@@ -1,3 +1,5 @@
+import FlowStorePostgres
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -22,6 +24,17 @@ public enum DatabaseLocation: Sendable, Equatable {
         switch self {
         case .sqlite(let path): path
         case .postgres(let url, _): Settings.hidingURLSecrets(url)
+        }
+    }
+
+    /// Why libpq cannot parse the PostgreSQL connection URI `url` (its message, which never holds the password), or
+    /// `nil` when it can. Loads libpq.
+    public static func postgresURLProblem(_ url: String) -> String? {
+        do throws(PostgresError) {
+            _ = try PostgresURL.parameters(url)
+            return nil
+        } catch {
+            return error.message
         }
     }
 

@@ -260,6 +260,15 @@ final class PostgresStore: StoreConnection {
 
     // MARK: - Migrations
 
+    func migrate(_ migrations: [Migration]) throws(DatabaseError) {
+        let connection = try connected()
+        do throws(PostgresError) {
+            try PostgresStore.migrate(connection, migrations)
+        } catch {
+            throw failed(error)
+        }
+    }
+
     /// Applies the missing `migrations` in one transaction holding the advisory lock `migrationLockKey`, so hosts
     /// and processes starting together apply each once (two concurrent `CREATE TABLE IF NOT EXISTS` can otherwise
     /// fail). PostgreSQL's DDL is transactional: a failed migration leaves nothing half-applied.

@@ -172,6 +172,28 @@ final class SQLiteConnection: StoreConnection {
             sqlite3_reset(statement)
             sqlite3_clear_bindings(statement)
         }
+        try bind(arguments, to: statement, sql)
+        var rows: [[SQLValue]] = []
+        while try step(statement, sql) { rows.append(row(of: statement)) }
+        return rows
+    }
+
+    /// Runs one statement with `arguments` bound to `?1...` and hands each row to `body` as it is read, so a large
+    /// table is never held whole (`copy-database`). `body` must not run statements on this connection.
+    func forEachRow(_ sql: String, _ arguments: [SQLValue],
+                    _ body: ([SQLValue]) throws(DatabaseError) -> Void) throws(DatabaseError) {
+        let statement = try prepared(sql)
+        defer {
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
+        }
+        try bind(arguments, to: statement, sql)
+        while try step(statement, sql) { try body(row(of: statement)) }
+    }
+
+    /// Binds `arguments` to `?1...` of `statement`.
+    @inline(__always)
+    private func bind(_ arguments: [SQLValue], to statement: OpaquePointer, _ sql: String) throws(DatabaseError) {
         for (i, argument) in arguments.enumerated() {
             let index = Int32(i + 1)
             let rc: Int32
@@ -197,33 +219,40 @@ final class SQLiteConnection: StoreConnection {
                 throw fail(rc, "binding argument \(index) of \(SQLiteConnection.summary(sql))")
             }
         }
-        var rows: [[SQLValue]] = []
-        while true {
-            let rc = sqlite3_step(statement)
-            if rc == SQLITE_DONE { break }
-            guard rc == SQLITE_ROW else { throw fail(rc, "running \(SQLiteConnection.summary(sql))") }
-            let count = sqlite3_column_count(statement)
-            var row: [SQLValue] = []
-            row.reserveCapacity(Int(count))
-            for column in 0..<count {
-                switch sqlite3_column_type(statement, column) {
-                case SQLITE_INTEGER: row.append(.integer(sqlite3_column_int64(statement, column)))
-                case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, column)))
-                case SQLITE_NULL: row.append(.null)
-                default:
-                    // By the byte count, not up to the first U+0000 (text is stored whole, see binding).
-                    if let text = sqlite3_column_text(statement, column) {
-                        let count = Int(sqlite3_column_bytes(statement, column))
-                        row.append(.text(String(decoding: UnsafeBufferPointer(start: text, count: count),
-                                                as: UTF8.self)))
-                    } else {
-                        row.append(.null)
-                    }
+    }
+
+    /// Steps `statement`: true when a row is ready, false when done.
+    @inline(__always)
+    private func step(_ statement: OpaquePointer, _ sql: String) throws(DatabaseError) -> Bool {
+        let rc = sqlite3_step(statement)
+        if rc == SQLITE_DONE { return false }
+        guard rc == SQLITE_ROW else { throw fail(rc, "running \(SQLiteConnection.summary(sql))") }
+        return true
+    }
+
+    /// The current row of `statement`.
+    @inline(__always)
+    private func row(of statement: OpaquePointer) -> [SQLValue] {
+        let count = sqlite3_column_count(statement)
+        var row: [SQLValue] = []
+        row.reserveCapacity(Int(count))
+        for column in 0..<count {
+            switch sqlite3_column_type(statement, column) {
+            case SQLITE_INTEGER: row.append(.integer(sqlite3_column_int64(statement, column)))
+            case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, column)))
+            case SQLITE_NULL: row.append(.null)
+            default:
+                // By the byte count, not up to the first U+0000 (text is stored whole, see binding).
+                if let text = sqlite3_column_text(statement, column) {
+                    let count = Int(sqlite3_column_bytes(statement, column))
+                    row.append(.text(String(decoding: UnsafeBufferPointer(start: text, count: count),
+                                            as: UTF8.self)))
+                } else {
+                    row.append(.null)
                 }
             }
-            rows.append(row)
         }
-        return rows
+        return row
     }
 
     /// Runs `body` in a `BEGIN IMMEDIATE` transaction: committed when it returns (rolled back instead with
@@ -317,7 +346,7 @@ final class SQLiteConnection: StoreConnection {
         return Set(try query("SELECT id FROM schema_migrations").compactMap { $0.first?.string })
     }
 
-    private func migrate(_ migrations: [Migration]) throws(DatabaseError) {
+    func migrate(_ migrations: [Migration]) throws(DatabaseError) {
         if let applied = try appliedMigrations(), migrations.allSatisfy({ applied.contains($0.id) }) { return }
         // Creating the table in the same BEGIN IMMEDIATE: an autocommit CREATE racing another process's would
         // fail with SQLITE_BUSY_SNAPSHOT, which the busy handler does not retry.

@@ -13,6 +13,8 @@ enum Command {
     static let summaries: [(name: String, summary: String)] = (FlowRegistry.all.flatMap(\.commands)
         + [FormSubmissions.command(flows: [])]).map { ($0.name, $0.summary) } + [
         ("purge", "remove personal data older than RETENTION_DAYS (or --days N); prints rows per table"),
+        ("copy-database", "copy a SQLite database into an empty PostgreSQL one (moving to several hosts); verifies "
+            + "the counts"),
         ("keygen", "write a new encrypted key pair to DIR and print the public key to upload"),
         ("check", "load the configuration as the responder would and report each problem (exit 0: all well)"),
         ("probe", "send a signed, encrypted ping or INIT to the endpoint as WhatsApp does; print the answer"),
@@ -31,6 +33,7 @@ enum Command {
         case "register-key": return RegisterKey.run(arguments)
         case "upload-flow": return UploadFlow.run(arguments)
         case "purge": return Purge.run(arguments)
+        case "copy-database": return CopyDatabase.run(arguments)
         case "submissions":
             // The form flows it may list are those FLOWS_DIR serves: loaded before the arguments are checked.
             let names: [String]
