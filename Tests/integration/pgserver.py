@@ -59,8 +59,15 @@ def _free_port() -> int:
 class PostgresServer:
     """One cluster in its own temporary folder; ``start`` the first time runs ``initdb`` and creates the role."""
 
-    def __init__(self, parent: str | None = None):
+    #: The tests' server settings: no fsync (a test never survives a power cut; a crash of the server, which the
+    #: restart tests cause, loses nothing without it).
+    TEST_SETTINGS = {"fsync": "off"}
+
+    def __init__(self, parent: str | None = None, settings: dict[str, str] | None = None):
+        """A cluster in a new temporary folder under ``parent`` (the system's temporary folder by default),
+        started with ``settings`` (``-c name=value`` each; default ``TEST_SETTINGS``)."""
         self.bin = server_binaries()
+        self.settings = dict(self.TEST_SETTINGS if settings is None else settings)
         self.root = Path(tempfile.mkdtemp(prefix="flows-pg-", dir=parent))
         self.data = self.root / "data"
         self.socket_dir = self.root / "socket"
@@ -118,8 +125,9 @@ class PostgresServer:
             self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", f"--pwfile={pwfile}",
                       "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync")
             pwfile.unlink()
+        options = "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                  "-o", f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+                  "-o", f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1{options}", "start")
         if not self._initialised:
             self.psql(f"CREATE ROLE flows LOGIN PASSWORD '{self.password}'", superuser=True)
             self.psql("CREATE DATABASE flows OWNER flows", superuser=True)

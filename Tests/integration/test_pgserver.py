@@ -29,6 +29,15 @@ def test_server_is_private_and_needs_the_password(postgres):
     assert postgres.psql("SHOW data_directory", superuser=True) == str(postgres.data)
 
 
+def test_settings_are_the_tests_unless_given():
+    """The tests' server runs without fsync; bench/run --postgres asks for the server's own defaults instead."""
+    with PostgresServer() as tests, PostgresServer(settings={"work_mem": "8MB"}) as bench:
+        assert tests.psql("SHOW fsync") == "off"
+        assert bench.psql("SHOW fsync") == "on"
+        assert bench.psql("SHOW work_mem") == "8MB"
+        assert bench.psql("SHOW synchronous_commit") == "on"
+
+
 def test_immediate_stop_then_start_keeps_committed_rows(postgres):
     postgres.psql("CREATE TABLE bookings (id bigserial PRIMARY KEY, slot text NOT NULL)")
     postgres.psql("INSERT INTO bookings (slot) SELECT 'slot-' || n FROM generate_series(1, 100) n")
