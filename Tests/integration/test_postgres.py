@@ -67,6 +67,28 @@ def test_check_shows_the_masked_url_and_checks_the_server(request, binary, keys,
     assert store.rows("SELECT count(*) FROM schema_migrations")[0][0] >= 10
 
 
+def test_two_worker_threads_by_default_on_postgres(request, binary, keys, app_secret, tmp_path):
+    """On PostgreSQL each statement waits for the server: a process runs two workers unless --threads says
+    otherwise (one on SQLite, where nothing waits for the network). The startup line says how many."""
+    store = make_store("postgres", tmp_path, request)
+    cases = [({"DATABASE_URL": store.database_url}, (), "2"),
+             ({"DATABASE_URL": store.database_url}, ("--threads", "3"), "3"),
+             ({"DATABASE_URL": f"sqlite:{tmp_path / 'flows.db'}"}, (), "1")]
+    for i, (settings, args, expected) in enumerate(cases):
+        work = tmp_path / f"case-{i}"
+        work.mkdir()
+        config = write_config(work / "flows.env", keys, app_secret, work, LOG_LEVEL="info", **settings)
+        processes = Processes()
+        try:
+            start_listen(binary, config, work, processes, f"unix:{work / 's.sock'}", extra_args=args)
+            client = AppointmentClient(str(work / "s.sock"), keys, app_secret)
+            assert client.ok(f"threads-{i}-" + secrets.token_hex(4), "INIT")["screen"] == "APPOINTMENT"
+        finally:
+            processes.stop_all()
+        serving = [line for line in (work / "responder.log").read_text().splitlines() if "serving FastCGI" in line]
+        assert len(serving) == 1 and f"threads={expected} " in serving[0] + " ", (args, serving)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Two hosts, one database
 # --------------------------------------------------------------------------------------------------------

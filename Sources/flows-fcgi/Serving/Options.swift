@@ -10,7 +10,8 @@ struct Options {
     var socketMode: UInt32 = 0o660
     var socketGroup: String?
     var backlog: Int32 = 128
-    var threads = 1
+    /// `--threads`; `nil`: `defaultThreads` for the configured database.
+    var threads: Int?
     var processes = 0
     var logFile: String?
     var maxBody: String?
@@ -34,7 +35,9 @@ struct Options {
 
             options:
               --config FILE           KEY=VALUE settings (environment variables override them)
-              --threads N             worker threads per process, each with its own SQLite connection (default 1)
+              --threads N             worker threads per process, each with its own database connection
+                                      (default 1 on SQLite; 2 on PostgreSQL, where a worker waits a network round
+                                      trip per statement and the second one uses the processor meanwhile)
               --processes N           with --listen: prefork N processes and respawn them (default: serve in this
                                       process)
               --socket-mode MODE      with --listen unix: permissions of the socket (octal, default 0660)
@@ -122,5 +125,15 @@ struct Options {
                 + "owns the socket, let it start the processes")
         }
         return options
+    }
+}
+
+extension Options {
+    /// Worker threads per process when `--threads` is not given: 1 on SQLite (a statement never waits for the
+    /// network), 2 on PostgreSQL (each statement is a round trip to the server, during which a second worker
+    /// decrypts and answers another request).
+    static func defaultThreads(for database: DatabaseLocation?) -> Int {
+        if case .postgres = database { return 2 }
+        return 1
     }
 }
