@@ -100,6 +100,9 @@ func run() -> Int32 {
 
     let endpoint = Endpoint(configuration: configuration, log: log)
     if case .cgi = mode { return serveCGI(endpoint: endpoint) }
+    // A serving process: the code that loaded the key and compiled the flows is not needed again (see
+    // releaseStartupCode; again before serving, after the migrations and the helper threads' start).
+    releaseStartupCode()
 
     // Open the database once before serving: a wrong path or permission fails loudly at startup, and the
     // migrations run before any worker needs them.
@@ -139,6 +142,7 @@ func run() -> Int32 {
         if getenv("MALLOC_MMAP_THRESHOLD_") == nil { _ = cflows_set_malloc_mmap_threshold(128 * 1024) }
         let delivery = CallbackDelivery.start(configuration: configuration, log: log)
         let purge = Purge.start(configuration: configuration, log: log)
+        releaseStartupCode()
         let status = serveFastCGI(fd: fd, threads: threads, endpoint: endpoint)
         stopRequested.store(true, ordering: .sequentiallyConsistent)
         if let delivery { pthread_join(delivery, nil) }
