@@ -440,8 +440,7 @@ def main() -> None:
                         help="flows-fcgi only: nginx keeps up to K idle FastCGI connections per worker "
                              "(fastcgi_keep_conn on); safe only with K below the responder threads (--threads)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="flows-fcgi worker threads per process (default: the responder's own, 1 on SQLite and "
-                             "2 on PostgreSQL, where a worker waits a network round trip per statement)")
+                        help="flows-fcgi worker threads per process (default: the responder's own, 2)")
     parser.add_argument("--postgres", action="store_true",
                         help="also measure appointment INIT and booking journeys on a PostgreSQL server the bench "
                              "starts on this machine (Debian's postgresql package)")
@@ -469,8 +468,8 @@ def main() -> None:
                    PASSPHRASE_FILE=keys.passphrase_file, DATABASE_URL=f"sqlite:{work}/flows.db",
                    LOG_FILE=f"{work}/flows.log", APPOINTMENT_CATALOG=catalog_path)
         stores = [Store("sqlite", "flows-fcgi", sqlite_booked(f"{work}/flows.db"))]
-        # The responder's own default unless --threads: 1 worker per process on SQLite (as the floor), 2 on
-        # PostgreSQL. Process count, nginx and load are the same for the floor and both stores.
+        # The responder's own default (2 worker threads) unless --threads; the floor program is single-threaded.
+        # Process count, nginx and load are the same for the floor and both stores.
         flows_command = [args.binary] + (["--threads", str(args.threads)] if args.threads else [])
         responders = [("flows", "flows-fcgi", flows_command, env),
                       ("floor", "floor", [args.floor, keys.private_pem, keys.passphrase_file], env)]
@@ -627,8 +626,7 @@ def main() -> None:
               f"{', AVX-512 IFMA' if 'avx512ifma' in open('/proc/cpuinfo').read() else ''}")
         print(f"openssl speed -multi {cores} rsa2048: {sign_per_s:.0f} private-key ops/s")
         print("responders: 2 processes each (floor: 1 thread); flows-fcgi worker threads: "
-              + (str(args.threads) if args.threads else "its default (SQLite 1" + (", PostgreSQL 2)" if args.postgres
-                                                                                     else ")")))
+              + (str(args.threads) if args.threads else "its default (2)"))
         measured = kinds[1:] + [store.journey_kind for store in stores]
         non200 = sum(results[key]["non200"] for key in results if key[0] in measured)
         unbooked = sum(results[(store.journey_kind, 16)]["finished"] - results[(store.journey_kind, 16)]["journeys"]

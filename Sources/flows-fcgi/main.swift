@@ -124,9 +124,8 @@ func run() -> Int32 {
     }
 
     guard let fd = mode.fd else { return 1 }
-    let threads = options.threads ?? Options.defaultThreads(for: configuration.database)
     log.info("flows-fcgi \(flowsFCGIVersion) serving FastCGI", [
-        "on": mode.description, "threads": String(threads),
+        "on": mode.description, "threads": String(options.threads),
         "processes": String(max(options.processes, 1)), "keys": String(configuration.keys.count),
         "flows": configuration.flows.keys.sorted().joined(separator: ","),
         "database": configuration.database?.shown ?? "none",
@@ -143,7 +142,7 @@ func run() -> Int32 {
         let delivery = CallbackDelivery.start(configuration: configuration, log: log)
         let purge = Purge.start(configuration: configuration, log: log)
         releaseStartupCode()
-        let status = serveFastCGI(fd: fd, threads: threads, endpoint: endpoint)
+        let status = serveFastCGI(fd: fd, threads: options.threads, endpoint: endpoint)
         stopRequested.store(true, ordering: .sequentiallyConsistent)
         if let delivery { pthread_join(delivery, nil) }
         if let purge { pthread_join(purge, nil) }

@@ -67,13 +67,14 @@ def test_check_shows_the_masked_url_and_checks_the_server(request, binary, keys,
     assert store.rows("SELECT count(*) FROM schema_migrations")[0][0] >= 10
 
 
-def test_two_worker_threads_by_default_on_postgres(request, binary, keys, app_secret, tmp_path):
-    """On PostgreSQL each statement waits for the server: a process runs two workers unless --threads says
-    otherwise (one on SQLite, where nothing waits for the network). The startup line says how many."""
+def test_two_worker_threads_by_default_on_either_store(request, binary, keys, app_secret, tmp_path):
+    """A process runs two workers unless --threads says otherwise (one uses the processor while the other waits
+    for the web server, a lock or a PostgreSQL round trip), on either store. The startup line says how many."""
     store = make_store("postgres", tmp_path, request)
     cases = [({"DATABASE_URL": store.database_url}, (), "2"),
              ({"DATABASE_URL": store.database_url}, ("--threads", "3"), "3"),
-             ({"DATABASE_URL": f"sqlite:{tmp_path / 'flows.db'}"}, (), "1")]
+             ({"DATABASE_URL": f"sqlite:{tmp_path / 'flows.db'}"}, (), "2"),
+             ({"DATABASE_URL": f"sqlite:{tmp_path / 'flows.db'}"}, ("--threads", "1"), "1")]
     for i, (settings, args, expected) in enumerate(cases):
         work = tmp_path / f"case-{i}"
         work.mkdir()

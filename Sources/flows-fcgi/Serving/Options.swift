@@ -10,8 +10,10 @@ struct Options {
     var socketMode: UInt32 = 0o660
     var socketGroup: String?
     var backlog: Int32 = 128
-    /// `--threads`; `nil`: `defaultThreads` for the configured database.
-    var threads: Int?
+    /// `--threads`: worker threads per process. Two by default: while one worker waits (for the rest of a request
+    /// from the web server, for SQLite's write lock, for a PostgreSQL round trip), the other uses the processor,
+    /// for about 0.5 MiB more per process (a second database connection and stack; README, Performance).
+    var threads = 2
     var processes = 0
     var logFile: String?
     var maxBody: String?
@@ -36,8 +38,7 @@ struct Options {
             options:
               --config FILE           KEY=VALUE settings (environment variables override them)
               --threads N             worker threads per process, each with its own database connection
-                                      (default 1 on SQLite; 2 on PostgreSQL, where a worker waits a network round
-                                      trip per statement and the second one uses the processor meanwhile)
+                                      (default 2: one uses the processor while the other waits)
               --processes N           with --listen: prefork N processes and respawn them (default: serve in this
                                       process)
               --socket-mode MODE      with --listen unix: permissions of the socket (octal, default 0660)
@@ -125,15 +126,5 @@ struct Options {
                 + "owns the socket, let it start the processes")
         }
         return options
-    }
-}
-
-extension Options {
-    /// Worker threads per process when `--threads` is not given: 1 on SQLite (a statement never waits for the
-    /// network), 2 on PostgreSQL (each statement is a round trip to the server, during which a second worker
-    /// decrypts and answers another request).
-    static func defaultThreads(for database: DatabaseLocation?) -> Int {
-        if case .postgres = database { return 2 }
-        return 1
     }
 }
