@@ -98,7 +98,10 @@ final class SQLiteConnection: StoreConnection {
                                     context: "opening \(path)")
             }
             try execute("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON")
-            if brief { try execute("PRAGMA cache_size=8") }
+            // Each worker thread has its own connection: 1 MiB of page cache each (SQLite's default is 2 MiB), so a
+            // process with the default two workers holds what one held before. Pages beyond it are read again from
+            // the kernel's page cache.
+            try execute(brief ? "PRAGMA cache_size=8" : "PRAGMA cache_size=-1024")
             try migrate(migrations)
         } catch {
             close()
