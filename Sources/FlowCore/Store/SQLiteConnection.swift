@@ -15,11 +15,6 @@ import Musl
 final class SQLiteConnection: StoreConnection {
     private var handle: OpaquePointer?
     private var cache: [String: OpaquePointer] = [:]
-    /// The same statements by the address of their SQL text's storage (a literal's never changes): finding one then
-    /// costs hashing a pointer instead of the whole text, several times a request. An entry keeps its text (and so
-    /// that storage) alive, so the address cannot come back holding another text while the entry exists, and `==`
-    /// on the same storage is an identity check.
-    private var byAddress: [UnsafeRawPointer: (sql: String, statement: OpaquePointer)] = [:]
     private let busyTimeoutMilliseconds: Int32
     /// The file path.
     let path: String
@@ -149,7 +144,6 @@ final class SQLiteConnection: StoreConnection {
     func close() {
         for (_, statement) in cache { sqlite3_finalize(statement) }
         cache.removeAll()
-        byAddress.removeAll()
         if let handle { sqlite3_close_v2(handle) }
         handle = nil
     }
@@ -297,16 +291,7 @@ final class SQLiteConnection: StoreConnection {
     static let statementCacheLimit = 200
 
     private func prepared(_ sql: String) throws(DatabaseError) -> OpaquePointer {
-        // A text of up to 15 bytes is stored inline (the call sees a copy of its bytes): found by its text.
-        var address: UnsafeRawPointer?
-        if sql.utf8.count > 15 {
-            address = sql.utf8.withContiguousStorageIfAvailable { UnsafeRawPointer($0.baseAddress) } ?? nil
-        }
-        if let address, let entry = byAddress[address], entry.sql == sql { return entry.statement }
-        if let statement = cache[sql] {
-            if let address { byAddress[address] = (sql, statement) }
-            return statement
-        }
+        if let statement = cache[sql] { return statement }
         guard let handle else { throw DatabaseError(code: SQLITE_MISUSE, message: "closed", context: path) }
         if cache.count >= SQLiteConnection.statementCacheLimit {
             for (_, statement) in cache { sqlite3_finalize(statement) }
@@ -316,7 +301,6 @@ final class SQLiteConnection: StoreConnection {
         let rc = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard rc == SQLITE_OK, let statement else { throw fail(rc, "preparing \(SQLiteConnection.summary(sql))") }
         cache[sql] = statement
-        if let address { byAddress[address] = (sql, statement) }
         return statement
     }
 
